@@ -1,0 +1,563 @@
+//! The supervised connection actor that both database actors are made of.
+//!
+//! [`ConnectionActor`] owns one database client (a sqlx pool or a neo4rs graph, behind the
+//! [`Driver`] trait) and runs its lifecycle:
+//!
+//! ```text
+//!   started() ──► Connecting ──ok──► Connected ──probe/call fails──► Backoff ──delay──► stop()
+//!       ▲              │                                                 ▲               │
+//!       │              └──────────────────fails──────────────────────────┘               │
+//!       └──────────────── Supervisor restarts the same struct (restarting()) ◄───────────┘
+//! ```
+//!
+//! Calls never run inside the actor's context: a handler checks the circuit and the link
+//! state, then hands the caller a future that runs on the arbiter by itself ([`Link::call`]).
+//! So callers never queue behind one another or behind a connect, and a restart (which drops
+//! the actor's own futures) cannot leave a caller without an answer: every call ends with a
+//! result or a typed error within its `query_timeout`.
+//!
+//! An outage is backed off for ever. A bug is not: if the actor is dropped without an orderly
+//! [`Shutdown`] (a panic in a handler kills an actix actor and its supervisor for good), it marks
+//! itself `stopped` in health and fires the fatal signal the daemon exits on.
+
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::{watch, Notify};
+
+use crate::{
+    backoff::Backoff,
+    breaker::{BreakerActor, CircuitBoard, Outcome},
+    circuit::Source,
+    error::{Database, TimeoutPhase, WardenError},
+    health::{ComponentReport, ComponentUpdate, ConnState, HealthActor},
+    settings::{BackoffSettings, RetrySettings},
+};
+
+/// Mailbox size of each database actor. Handlers only hand out futures, so the mailbox drains
+/// fast; the size only bounds a burst of callers using `send` before the first is handled.
+pub const MAILBOX_CAPACITY: usize = 1024;
+
+/// The time bounds a driver runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// Bound on one connect, the first round trip included.
+    pub connect_timeout: Duration,
+    /// Bound on one call, retries included.
+    pub query_timeout: Duration,
+    /// Time between probes (and between heartbeats to health while not connected).
+    pub probe_interval: Duration,
+    /// Bound on one probe.
+    pub probe_timeout: Duration,
+}
+
+/// What a database needs to plug into [`ConnectionActor`]: how to connect, probe and close.
+pub trait Driver: Unpin + 'static {
+    /// The shareable client (a pool handle): cloned into every call.
+    type Client: Clone + Unpin + 'static;
+    /// Which database this driver talks to.
+    const DATABASE: Database;
+
+    /// The driver's time bounds.
+    fn timings(&self) -> Timings;
+
+    /// Secrets that must never appear in error texts.
+    fn secrets(&self) -> Vec<crate::Secret>;
+
+    /// Opens a client and proves it works with one round trip (drivers connect lazily, so
+    /// creating a client alone proves nothing). The caller bounds it by `connect_timeout`.
+    fn connect(&self) -> LocalBoxFuture<'static, Result<Self::Client, WardenError>>;
+
+    /// One liveness round trip. The caller bounds it by `probe_timeout`.
+    fn probe(client: &Self::Client) -> LocalBoxFuture<'static, Result<(), WardenError>>;
+
+    /// Closes a client that is no longer wanted; must not wait for long.
+    fn close(client: Self::Client) -> LocalBoxFuture<'static, ()>;
+}
+
+/// The link between callers and the actor: its state, published for lock-free reads.
+enum LinkState<C> {
+    /// A connect attempt is running; it ends by `until` at the latest.
+    Connecting { until: Instant },
+    /// Usable. `generation` tells a stale loss report from a current one.
+    Connected { client: C, generation: u64 },
+    /// Waiting; the next attempt starts at `until`.
+    Backoff { until: Instant },
+    /// Shut down or dead.
+    Stopped,
+}
+
+/// Everything a call needs, shared between the actor and the futures it hands out.
+pub struct Link<C> {
+    database: Database,
+    state: ArcSwap<LinkState<C>>,
+    board: Arc<CircuitBoard>,
+    breaker: Addr<BreakerActor>,
+    retry: RetrySettings,
+    jitter: f64,
+    query_timeout: Duration,
+    owner: OnceLock<Recipient<ConnectionLost>>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts a call in flight for the shutdown drain.
+struct InFlight<'a, C>(&'a Link<C>);
+
+impl<C> Drop for InFlight<'_, C> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl<C: Clone + 'static> Link<C> {
+    fn new(
+        database: Database,
+        board: Arc<CircuitBoard>,
+        breaker: Addr<BreakerActor>,
+        retry: RetrySettings,
+        jitter: f64,
+        query_timeout: Duration,
+    ) -> Self {
+        Self {
+            database,
+            state: ArcSwap::from_pointee(LinkState::Connecting { until: Instant::now() }),
+            board,
+            breaker,
+            retry,
+            jitter,
+            query_timeout,
+            owner: OnceLock::new(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Runs one call: circuit check, link check, then up to `retry.max_attempts` attempts
+    /// with jittered backoff between them, all inside `query_timeout`. `attempt` gets the
+    /// current client each time, so a retry after a reconnect uses the new connection.
+    pub async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, WardenError>
+    where
+        F: FnMut(C) -> Fut,
+        Fut: Future<Output = Result<T, WardenError>>,
+    {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _guard = InFlight(self);
+        let deadline = Instant::now() + self.query_timeout;
+        let mut schedule = Backoff::retry(&self.retry, self.jitter);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (client, generation) = self.admit()?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match tokio::time::timeout(remaining, attempt(client)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    // The whole budget is spent: no retry can fit any more.
+                    let err = WardenError::Timeout {
+                        database: self.database,
+                        phase: TimeoutPhase::Query,
+                        after: self.query_timeout,
+                    };
+                    self.report(false);
+                    return Err(err);
+                }
+            };
+            let err = match result {
+                Ok(value) => {
+                    self.report(true);
+                    return Ok(value);
+                }
+                Err(err) => err,
+            };
+            if err.counts_against_circuit() {
+                self.report(false);
+            }
+            if err.is_connection_loss() {
+                if let Some(owner) = self.owner.get() {
+                    owner.do_send(ConnectionLost {
+                        generation,
+                        error: err.clone(),
+                    });
+                }
+            }
+            if !err.is_transient() || tries >= self.retry.max_attempts {
+                return Err(err);
+            }
+            let delay = schedule.next_delay(&mut rand::rng());
+            if Instant::now() + delay >= deadline {
+                return Err(err);
+            }
+            tracing::info!(
+                database = %self.database,
+                attempt = tries,
+                delay_ms = delay.as_millis() as u64,
+                error = %err,
+                "retrying call"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The refusals that cost nothing: an open circuit, no connection.
+    fn admit(&self) -> Result<(C, u64), WardenError> {
+        let now = Instant::now();
+        if let Err(retry_after) = self.board.get(self.database).check(now) {
+            return Err(WardenError::CircuitOpen {
+                database: self.database,
+                retry_after,
+            });
+        }
+        match &**self.state.load() {
+            LinkState::Connected { client, generation } => Ok((client.clone(), *generation)),
+            LinkState::Connecting { until } | LinkState::Backoff { until } => Err(WardenError::Unavailable {
+                database: self.database,
+                retry_after: until.saturating_duration_since(now),
+            }),
+            LinkState::Stopped => Err(WardenError::Stopped {
+                database: self.database,
+            }),
+        }
+    }
+
+    /// Feeds the breaker. A success on a clean circuit changes nothing, so it is not sent:
+    /// the common path costs one atomic load.
+    fn report(&self, success: bool) {
+        if success && self.board.get(self.database).is_clean() {
+            return;
+        }
+        self.breaker.do_send(Outcome {
+            database: self.database,
+            success,
+            source: Source::Query,
+        });
+    }
+
+    /// Calls in flight right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    async fn drained(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+/// Told by a call that the connection is broken; the actor drops it and backs off.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ConnectionLost {
+    generation: u64,
+    error: WardenError,
+}
+
+/// Stops taking calls, waits up to `timeout` for calls in flight, then closes the client.
+/// The actor stays `stopped` afterwards; this is the orderly end, not a failure.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// How long calls in flight may take to finish.
+    pub timeout: Duration,
+}
+
+/// Fired with a reason when an actor stops for good without an orderly [`Shutdown`].
+pub type FatalSender = Arc<watch::Sender<Option<String>>>;
+
+/// A supervised actor that keeps one database client alive. See the module docs.
+pub struct ConnectionActor<D: Driver> {
+    driver: D,
+    link: Arc<Link<D::Client>>,
+    health: Addr<HealthActor>,
+    breaker: Addr<BreakerActor>,
+    backoff: Backoff,
+    report: ComponentReport,
+    generation: u64,
+    probe_in_flight: bool,
+    shutting_down: bool,
+    fatal: FatalSender,
+}
+
+impl<D: Driver> ConnectionActor<D> {
+    /// An actor for `driver`; start it with `Supervisor::start_in_arbiter`.
+    pub(crate) fn new(
+        driver: D,
+        backoff: &BackoffSettings,
+        retry: &RetrySettings,
+        board: Arc<CircuitBoard>,
+        breaker: Addr<BreakerActor>,
+        health: Addr<HealthActor>,
+        fatal: FatalSender,
+    ) -> Self {
+        let timings = driver.timings();
+        let link = Arc::new(Link::new(
+            D::DATABASE,
+            board,
+            breaker.clone(),
+            *retry,
+            backoff.jitter,
+            timings.query_timeout,
+        ));
+        Self {
+            driver,
+            link,
+            health,
+            breaker,
+            backoff: Backoff::reconnect(backoff),
+            report: ComponentReport::default(),
+            generation: 0,
+            probe_in_flight: false,
+            shutting_down: false,
+            fatal,
+        }
+    }
+
+    /// The link calls run through; handlers of the database-specific messages use it.
+    pub(crate) fn link(&self) -> Arc<Link<D::Client>> {
+        self.link.clone()
+    }
+
+    fn push_health(&self) {
+        self.health.do_send(ComponentUpdate {
+            database: D::DATABASE,
+            report: self.report.clone(),
+        });
+    }
+
+    fn set_state(&mut self, state: ConnState) {
+        let changed = self.report.state != state;
+        self.report.state = state;
+        if state != ConnState::Backoff {
+            self.report.next_attempt_at = None;
+        }
+        self.push_health();
+        if changed {
+            tracing::info!(database = %D::DATABASE, state = ?state, "connection state changed");
+        }
+    }
+
+    fn feed_breaker(&self, success: bool) {
+        self.breaker.do_send(Outcome {
+            database: D::DATABASE,
+            success,
+            source: Source::Probe,
+        });
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let timings = self.driver.timings();
+        self.generation += 1;
+        self.link.state.store(Arc::new(LinkState::Connecting {
+            until: Instant::now() + timings.connect_timeout,
+        }));
+        self.set_state(ConnState::Connecting);
+        let started = Instant::now();
+        let connect = self.driver.connect();
+        let fut = async move {
+            match tokio::time::timeout(timings.connect_timeout, connect).await {
+                Ok(result) => result,
+                Err(_) => Err(WardenError::Timeout {
+                    database: D::DATABASE,
+                    phase: TimeoutPhase::Connect,
+                    after: timings.connect_timeout,
+                }),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(client) => act.on_connected(client, started.elapsed()),
+            Err(err) => act.on_failure(err, ctx),
+        }));
+    }
+
+    fn on_connected(&mut self, client: D::Client, latency: Duration) {
+        if self.shutting_down {
+            Self::close_detached(client);
+            return;
+        }
+        self.backoff.reset();
+        self.link.state.store(Arc::new(LinkState::Connected {
+            client,
+            generation: self.generation,
+        }));
+        self.report.latency = Some(latency);
+        self.report.last_ok_at = Some(Utc::now());
+        self.report.last_error = None;
+        self.report.consecutive_failures = 0;
+        self.feed_breaker(true);
+        self.set_state(ConnState::Connected);
+    }
+
+    /// A connect, a probe or a call failed with a connection-class error: drop the client,
+    /// schedule the restart after the next backoff delay.
+    fn on_failure(&mut self, err: WardenError, ctx: &mut Context<Self>) {
+        if self.shutting_down || self.report.state == ConnState::Backoff {
+            return;
+        }
+        let delay = self.backoff.next_delay(&mut rand::rng());
+        let until = Instant::now() + delay;
+        let previous = self.link.state.swap(Arc::new(LinkState::Backoff { until }));
+        if let LinkState::Connected { client, .. } = &*previous {
+            Self::close_detached(client.clone());
+        }
+        self.feed_breaker(false);
+        self.report.consecutive_failures = self.report.consecutive_failures.saturating_add(1);
+        self.report.last_error = Some(err.to_string());
+        self.report.next_attempt_at = Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+        tracing::warn!(
+            database = %D::DATABASE,
+            attempt = self.backoff.attempt(),
+            delay_ms = delay.as_millis() as u64,
+            error = %err,
+            "connection failed; backing off"
+        );
+        self.set_state(ConnState::Backoff);
+        // The supervisor restarts the actor when it stops; started() connects again.
+        ctx.run_later(delay, |_, ctx| ctx.stop());
+    }
+
+    fn close_detached(client: D::Client) {
+        actix::spawn(async move {
+            // Closing a pool whose server hangs could wait for ever; it is only a courtesy.
+            let _ = tokio::time::timeout(Duration::from_secs(5), D::close(client)).await;
+        });
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let client = match &**self.link.state.load() {
+            LinkState::Connected { client, .. } => client.clone(),
+            // Not connected: tell health we are alive, so that it does not call us stale.
+            _ => return self.push_health(),
+        };
+        if self.probe_in_flight {
+            return;
+        }
+        self.probe_in_flight = true;
+        let timeout = self.driver.timings().probe_timeout;
+        let started = Instant::now();
+        let probe = D::probe(&client);
+        let fut = async move {
+            match tokio::time::timeout(timeout, probe).await {
+                Ok(result) => result,
+                Err(_) => Err(WardenError::Timeout {
+                    database: D::DATABASE,
+                    phase: TimeoutPhase::Probe,
+                    after: timeout,
+                }),
+            }
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.probe_in_flight = false;
+            match result {
+                Ok(()) => {
+                    act.report.latency = Some(started.elapsed());
+                    act.report.last_ok_at = Some(Utc::now());
+                    act.report.consecutive_failures = 0;
+                    act.feed_breaker(true);
+                    act.push_health();
+                }
+                Err(err) => act.on_failure(err, ctx),
+            }
+        }));
+    }
+}
+
+impl<D: Driver> Actor for ConnectionActor<D> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        let _ = self.link.owner.set(ctx.address().recipient());
+        self.probe_in_flight = false;
+        if self.shutting_down {
+            return;
+        }
+        self.connect(ctx);
+        ctx.run_interval(self.driver.timings().probe_interval, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl<D: Driver> Supervised for ConnectionActor<D> {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.report.restarts = self.report.restarts.saturating_add(1);
+    }
+}
+
+impl<D: Driver> Drop for ConnectionActor<D> {
+    fn drop(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        let reason = if std::thread::panicking() {
+            format!("{} actor panicked", D::DATABASE)
+        } else {
+            format!("{} actor stopped unexpectedly", D::DATABASE)
+        };
+        tracing::error!(database = %D::DATABASE, "{reason}");
+        self.link.state.store(Arc::new(LinkState::Stopped));
+        self.report.state = ConnState::Stopped;
+        self.report.last_error = Some(reason.clone());
+        self.push_health();
+        self.fatal.send_replace(Some(reason));
+    }
+}
+
+impl<D: Driver> Handler<ConnectionLost> for ConnectionActor<D> {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionLost, ctx: &mut Self::Context) {
+        if msg.generation == self.generation && self.report.state == ConnState::Connected {
+            self.on_failure(msg.error, ctx);
+        }
+    }
+}
+
+impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
+        let previous = self.link.state.swap(Arc::new(LinkState::Stopped));
+        let link = self.link.clone();
+        let fut = async move {
+            if !link.drained(msg.timeout).await {
+                tracing::warn!(
+                    database = %D::DATABASE,
+                    in_flight = link.in_flight(),
+                    "calls still in flight at the end of the shutdown timeout"
+                );
+            }
+            if let LinkState::Connected { client, .. } = &*previous {
+                let _ = tokio::time::timeout(msg.timeout, D::close(client.clone())).await;
+            }
+        };
+        Box::pin(fut.into_actor(self).map(|_, act, _| {
+            act.report.state = ConnState::Stopped;
+            act.report.next_attempt_at = None;
+            act.push_health();
+            tracing::info!(database = %D::DATABASE, "connection closed");
+        }))
+    }
+}

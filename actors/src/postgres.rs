@@ -1,0 +1,455 @@
+//! PostgresActor: a supervised sqlx pool, and the `Sql` message applications send it.
+//!
+//! The pool is created lazily (`connect_lazy_with`), proven with `SELECT 1`, and probed with the
+//! same statement. Connect options are built field by field from the URL: `PgConnectOptions`'s
+//! own parser reads `~/.pgpass`, and its `Debug` prints the password, so neither is used.
+//! Every connection gets `statement_timeout` (a little below `query_timeout`, so the server
+//! cancels a slow statement before warden gives up on the call) and `search_path` (warden's
+//! schema first) as startup options, since sqlx has no read timeout of its own.
+
+use std::{sync::atomic::AtomicBool, sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use serde_json::{Map, Value};
+use sqlx::{
+    postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow, PgSslMode, PgTypeInfo},
+    query::Query,
+    Column, ConnectOptions, Connection, PgPool, Postgres, Row, TypeInfo, ValueRef,
+};
+use url::Url;
+
+use crate::{
+    connection::{ConnectionActor, Driver, Timings},
+    error::{from_sqlx, Database, WardenError},
+    secret::Secret,
+    settings::{percent_decode, PostgresSettings},
+};
+
+/// Rows as JSON objects keyed by column name, the result shape of both query messages.
+pub type Rows = Vec<Map<String, Value>>;
+
+/// The supervised PostgreSQL actor.
+pub type PostgresActor = ConnectionActor<PgDriver>;
+
+/// Runs a statement on PostgreSQL. Parameters bind positionally (`$1`, `$2`, ...):
+/// JSON `null` binds as an untyped NULL (the server infers its type), booleans as `bool`,
+/// integers as `int8`, other numbers as `float8`, strings as `text` (cast in SQL for other
+/// types: `$1::uuid`, `$2::timestamptz`), arrays and objects as `jsonb`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Rows, WardenError>")]
+pub struct Sql {
+    /// The statement.
+    pub query: String,
+    /// Positional parameters.
+    pub params: Vec<Value>,
+}
+
+impl Sql {
+    /// A statement without parameters; add them with [`Sql::bind`].
+    pub fn new(query: impl Into<String>) -> Self {
+        Self {
+            query: query.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Appends the next positional parameter.
+    pub fn bind(mut self, value: impl Into<Value>) -> Self {
+        self.params.push(value.into());
+        self
+    }
+}
+
+/// Hands the caller the pool itself, inside the same circuit check, retry budget and deadline
+/// as [`Sql`]: the typed escape hatch for what JSON rows cannot express (`query_as`, COPY,
+/// transactions). The closure may run more than once (once per attempt).
+#[derive(Message)]
+#[rtype(result = "Result<T, WardenError>")]
+pub struct WithPool<T: 'static> {
+    run: Box<dyn FnMut(PgPool) -> LocalBoxFuture<'static, Result<T, sqlx::Error>> + Send>,
+}
+
+impl<T: 'static> WithPool<T> {
+    /// Wraps a closure that gets a pool handle per attempt.
+    pub fn new<F>(run: F) -> Self
+    where
+        F: FnMut(PgPool) -> LocalBoxFuture<'static, Result<T, sqlx::Error>> + Send + 'static,
+    {
+        Self { run: Box::new(run) }
+    }
+}
+
+/// Connects, probes and closes sqlx pools.
+pub struct PgDriver {
+    settings: PostgresSettings,
+    password: Option<Secret>,
+    /// Migrations run once per process, on the first successful connect.
+    migrated: Arc<AtomicBool>,
+}
+
+impl PgDriver {
+    /// A driver for validated settings.
+    pub fn new(settings: PostgresSettings) -> Self {
+        let password = settings.effective_password();
+        Self {
+            settings,
+            password,
+            migrated: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// `statement_timeout` as sent: the configured one, but at least a tenth of `query_timeout`
+    /// (100 ms at least) below it.
+    fn statement_timeout(&self) -> Duration {
+        let q = self.settings.query_timeout;
+        let margin = (q / 10).max(Duration::from_millis(100));
+        self.settings
+            .statement_timeout
+            .min(q.saturating_sub(margin))
+            .max(Duration::from_millis(1))
+    }
+
+    /// Connect options built field by field (see the module docs for why).
+    pub fn connect_options(&self) -> Result<PgConnectOptions, WardenError> {
+        let s = &self.settings;
+        let bad = |why: String| WardenError::Connection {
+            database: Database::Postgres,
+            message: why,
+        };
+        let url = Url::parse(&s.url).map_err(|e| bad(format!("invalid postgres.url: {e}")))?;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let user = match url.username() {
+            "" => "postgres".to_owned(),
+            u => percent_decode(u),
+        };
+        let database = match url.path().trim_start_matches('/') {
+            "" => user.clone(),
+            d => percent_decode(d),
+        };
+        let mut opts = PgConnectOptions::new_without_pgpass()
+            .host(host)
+            .port(url.port().unwrap_or(5432))
+            .username(&user)
+            .database(&database)
+            .application_name(&s.application_name)
+            .options([
+                (
+                    "statement_timeout",
+                    format!("{}ms", self.statement_timeout().as_millis()),
+                ),
+                ("search_path", format!("{},public", s.schema)),
+            ])
+            .log_statements(tracing::log::LevelFilter::Debug);
+        if let Some(password) = &self.password {
+            opts = opts.password(password.expose());
+        }
+        for (key, value) in url.query_pairs() {
+            if key == "sslmode" || key == "ssl-mode" {
+                let mode: PgSslMode = value.parse().map_err(|_| bad(format!("invalid sslmode `{value}`")))?;
+                opts = opts.ssl_mode(mode);
+            }
+        }
+        Ok(opts)
+    }
+}
+
+impl Driver for PgDriver {
+    type Client = PgPool;
+    const DATABASE: Database = Database::Postgres;
+
+    fn timings(&self) -> Timings {
+        let s = &self.settings;
+        Timings {
+            connect_timeout: s.connect_timeout,
+            query_timeout: s.query_timeout,
+            probe_interval: s.probe_interval,
+            probe_timeout: s.probe_timeout,
+        }
+    }
+
+    fn secrets(&self) -> Vec<Secret> {
+        self.password.iter().cloned().collect()
+    }
+
+    fn connect(&self) -> LocalBoxFuture<'static, Result<PgPool, WardenError>> {
+        let opts = self.connect_options();
+        let s = self.settings.clone();
+        let secrets = self.secrets();
+        let migrated = self.migrated.clone();
+        Box::pin(async move {
+            let opts = opts?;
+            let secrets: Vec<&Secret> = secrets.iter().collect();
+            let pool = PgPoolOptions::new()
+                .max_connections(s.max_connections)
+                .min_connections(s.min_connections)
+                // sqlx retries connects inside acquire_timeout (30 s by default): keep it to
+                // the connect bound so an outage surfaces in seconds.
+                .acquire_timeout(s.connect_timeout)
+                // With it, the first query after a server restart gets a fresh connection.
+                .test_before_acquire(true)
+                .connect_lazy_with(opts.clone());
+            let proven = async {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| from_sqlx(&e, s.connect_timeout, &secrets))?;
+                if s.run_migrations && !migrated.load(std::sync::atomic::Ordering::Acquire) {
+                    run_migrations(&opts, &s.schema, s.query_timeout, &secrets).await?;
+                    migrated.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok(())
+            }
+            .await;
+            match proven {
+                Ok(()) => Ok(pool),
+                Err(e) => {
+                    actix::spawn(async move { pool.close().await });
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn probe(pool: &PgPool) -> LocalBoxFuture<'static, Result<(), WardenError>> {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map(drop)
+                .map_err(|e| from_sqlx(&e, Duration::ZERO, &[]))
+        })
+    }
+
+    fn close(pool: PgPool) -> LocalBoxFuture<'static, ()> {
+        Box::pin(async move { pool.close().await })
+    }
+}
+
+/// Applies the embedded migrations on a dedicated connection, always closed afterwards: a
+/// failed migration leaks sqlx's advisory lock on the connection it ran on, and a pooled
+/// connection would keep it. sqlx's advisory lock makes several instances starting together
+/// take turns; `lock_timeout` bounds the wait.
+pub async fn run_migrations(
+    opts: &PgConnectOptions,
+    schema: &str,
+    lock_timeout: Duration,
+    secrets: &[&Secret],
+) -> Result<(), WardenError> {
+    let mut conn = opts
+        .connect()
+        .await
+        .map_err(|e| from_sqlx(&e, lock_timeout, secrets))?;
+    let result = async {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET lock_timeout = '{}ms'",
+            lock_timeout.as_millis()
+        )))
+        .execute(&mut conn)
+        .await?;
+        // `migrate!` resolves its path from this crate (warden-actors): ../migrations.
+        let mut migrator = sqlx::migrate!("../migrations");
+        // The bookkeeping table would land in the first schema of search_path; keep it in
+        // warden's schema explicitly, created first.
+        migrator.create_schema(schema.to_owned());
+        migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+        migrator.run(&mut conn).await.map_err(sqlx::Error::from)
+    }
+    .await;
+    let _ = conn.close().await;
+    result.map_err(|e| from_sqlx(&e, lock_timeout, secrets))?;
+    tracing::info!(schema, "migrations applied");
+    Ok(())
+}
+
+impl actix::Handler<Sql> for PostgresActor {
+    type Result = ResponseFuture<Result<Rows, WardenError>>;
+
+    fn handle(&mut self, msg: Sql, _: &mut Self::Context) -> Self::Result {
+        let link = self.link();
+        let msg = Arc::new(msg);
+        Box::pin(async move {
+            link.call(|pool| {
+                let msg = msg.clone();
+                async move { execute(&pool, &msg).await }
+            })
+            .await
+        })
+    }
+}
+
+impl<T: 'static> actix::Handler<WithPool<T>> for PostgresActor {
+    type Result = ResponseFuture<Result<T, WardenError>>;
+
+    fn handle(&mut self, mut msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
+        let link = self.link();
+        Box::pin(async move {
+            link.call(|pool| {
+                let fut = (msg.run)(pool);
+                async move { fut.await.map_err(|e| from_sqlx(&e, Duration::ZERO, &[])) }
+            })
+            .await
+        })
+    }
+}
+
+/// Runs one attempt of a statement and converts its rows.
+async fn execute(pool: &PgPool, sql: &Sql) -> Result<Rows, WardenError> {
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.query.as_str()));
+    for param in &sql.params {
+        query = bind(query, param);
+    }
+    let rows = query
+        .fetch_all(pool)
+        .await
+        .map_err(|e| from_sqlx(&e, Duration::ZERO, &[]))?;
+    rows.iter().map(row_to_json).collect()
+}
+
+/// A NULL whose type the server infers: declared as `unknown` (OID 705), which PostgreSQL
+/// resolves from context like an untyped literal. Only NULL can be sent this way, since a
+/// value's bytes must match the type sqlx declares.
+struct UntypedNull;
+
+impl sqlx::Type<Postgres> for UntypedNull {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(sqlx::postgres::types::Oid(705))
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for UntypedNull {
+    fn encode_by_ref(
+        &self,
+        _: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
+fn bind<'q>(query: Query<'q, Postgres, PgArguments>, value: &Value) -> Query<'q, Postgres, PgArguments> {
+    match value {
+        Value::Null => query.bind(UntypedNull),
+        Value::Bool(b) => query.bind(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => query.bind(i),
+            None => query.bind(n.as_f64()),
+        },
+        Value::String(s) => query.bind(s.clone()),
+        Value::Array(_) | Value::Object(_) => query.bind(sqlx::types::Json(value.clone())),
+    }
+}
+
+/// Converts one row: common PostgreSQL types to their natural JSON, numeric as a string (JSON
+/// numbers would lose its precision), timestamptz as RFC 3339 UTC.
+fn row_to_json(row: &PgRow) -> Result<Map<String, Value>, WardenError> {
+    let mut out = Map::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let value = column_to_json(row, i).map_err(|e| WardenError::Conversion {
+            database: Database::Postgres,
+            message: format!("column `{}` ({}): {e}", column.name(), column.type_info().name()),
+        })?;
+        out.insert(column.name().to_owned(), value);
+    }
+    Ok(out)
+}
+
+fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
+    if row.try_get_raw(i)?.is_null() {
+        return Ok(Value::Null);
+    }
+    let type_name = row.columns()[i].type_info().name().to_owned();
+    Ok(match type_name.as_str() {
+        "BOOL" => Value::Bool(row.try_get(i)?),
+        "INT2" => Value::from(row.try_get::<i16, _>(i)?),
+        "INT4" => Value::from(row.try_get::<i32, _>(i)?),
+        "INT8" => Value::from(row.try_get::<i64, _>(i)?),
+        "OID" => Value::from(row.try_get::<sqlx::postgres::types::Oid, _>(i)?.0),
+        "FLOAT4" => float(row.try_get::<f32, _>(i)?.into()),
+        "FLOAT8" => float(row.try_get::<f64, _>(i)?),
+        "NUMERIC" => Value::String(row.try_get::<sqlx::types::BigDecimal, _>(i)?.to_string()),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => Value::String(row.try_get(i)?),
+        "UUID" => Value::String(row.try_get::<sqlx::types::Uuid, _>(i)?.to_string()),
+        "TIMESTAMPTZ" => Value::String(
+            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)?
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        ),
+        "TIMESTAMP" => Value::String(row.try_get::<chrono::NaiveDateTime, _>(i)?.to_string()),
+        "DATE" => Value::String(row.try_get::<chrono::NaiveDate, _>(i)?.to_string()),
+        "TIME" => Value::String(row.try_get::<chrono::NaiveTime, _>(i)?.to_string()),
+        "JSON" | "JSONB" => row.try_get::<sqlx::types::Json<Value>, _>(i)?.0,
+        "TEXT[]" | "VARCHAR[]" => Value::from(row.try_get::<Vec<String>, _>(i)?),
+        "INT4[]" => Value::from(row.try_get::<Vec<i32>, _>(i)?),
+        "INT8[]" => Value::from(row.try_get::<Vec<i64>, _>(i)?),
+        "BOOL[]" => Value::from(row.try_get::<Vec<bool>, _>(i)?),
+        "FLOAT8[]" => Value::from(row.try_get::<Vec<f64>, _>(i)?),
+        "UUID[]" => Value::from(
+            row.try_get::<Vec<sqlx::types::Uuid>, _>(i)?
+                .iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>(),
+        ),
+        other => {
+            return Err(sqlx::Error::Decode(
+                format!("no JSON mapping for type {other}; cast it in SQL (e.g. ::text)").into(),
+            ))
+        }
+    })
+}
+
+/// NaN and infinities have no JSON number; they become strings as PostgreSQL prints them.
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f).map_or_else(
+        || {
+            Value::String(
+                if f.is_nan() {
+                    "NaN"
+                } else if f > 0.0 {
+                    "Infinity"
+                } else {
+                    "-Infinity"
+                }
+                .into(),
+            )
+        },
+        Value::Number,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_timeout_stays_below_the_call_timeout() {
+        let mut s = PostgresSettings::default();
+        assert_eq!(PgDriver::new(s.clone()).statement_timeout(), Duration::from_secs(27));
+        s.statement_timeout = Duration::from_secs(5);
+        assert_eq!(PgDriver::new(s.clone()).statement_timeout(), Duration::from_secs(5));
+        s.query_timeout = Duration::from_millis(500);
+        assert_eq!(PgDriver::new(s).statement_timeout(), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn connect_options_never_print_the_password() {
+        let s = PostgresSettings {
+            url: "postgres://app:s3cret@db.example:6543/wallets".into(),
+            ..Default::default()
+        };
+        let opts = PgDriver::new(s).connect_options().unwrap();
+        assert_eq!(opts.get_host(), "db.example");
+        assert_eq!(opts.get_port(), 6543);
+        assert_eq!(opts.get_username(), "app");
+        assert_eq!(opts.get_database(), Some("wallets"));
+        assert_eq!(opts.get_application_name(), Some("warden"));
+        let o = opts.get_options().unwrap();
+        assert!(o.contains("search_path=walltrack,public"), "{o}");
+        assert!(o.contains("statement_timeout=27000ms"), "{o}");
+    }
+
+    #[test]
+    fn sql_builder_binds_in_order() {
+        let q = Sql::new("SELECT $1, $2").bind(1).bind("x");
+        assert_eq!(q.params, vec![Value::from(1), Value::from("x")]);
+    }
+}

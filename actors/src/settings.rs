@@ -1,0 +1,508 @@
+//! Typed settings for the four actors, with their defaults beside their names.
+//!
+//! [`WardenSettings`] deserializes from the same keys as the daemon's TOML file, so an
+//! application that embeds `warden-actors` can load it with any serde format. Unknown keys are
+//! rejected (`deny_unknown_fields`): a typo must fail loudly, not fall back to a default.
+//! [`WardenSettings::validate`] checks what types alone cannot (ranges, URLs, orderings).
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize, Serializer};
+use url::Url;
+
+use crate::secret::{Secret, REDACTED};
+
+/// Everything the actors need. Each section has a `Default` with the documented defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WardenSettings {
+    /// The graph database.
+    pub neo4j: Neo4jSettings,
+    /// The relational database.
+    pub postgres: PostgresSettings,
+    /// Reconnect schedule after a failed connect or probe.
+    pub backoff: BackoffSettings,
+    /// Retries of a single call on transient failures.
+    pub retry: RetrySettings,
+    /// The per-database circuit breaker.
+    pub breaker: BreakerSettings,
+}
+
+/// `[neo4j]`: connection to the graph database over Bolt.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Neo4jSettings {
+    /// `bolt://host:port` (or `neo4j://`). Credentials do not belong here: use `user`/`password`.
+    pub uri: String,
+    /// Bolt user name.
+    pub user: String,
+    /// Bolt password; empty when not set.
+    pub password: Secret,
+    /// A file holding the password (systemd credentials, docker secrets); wins over `password`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Database name sent with every query.
+    pub database: String,
+    /// Size of the driver's connection pool.
+    pub max_connections: u32,
+    /// Bound on one connect (TCP, Bolt handshake, HELLO).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound on a whole call, retries included.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Time between two liveness probes.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Bound on one probe.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for Neo4jSettings {
+    fn default() -> Self {
+        Self {
+            uri: "bolt://127.0.0.1:7687".into(),
+            user: "neo4j".into(),
+            password: Secret::default(),
+            password_file: None,
+            database: "neo4j".into(),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[postgres]`: connection to PostgreSQL.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// `postgres://user[:password]@host:port/database[?sslmode=...]`. A password in it is
+    /// accepted (the seeds' `DATABASE_URL` has one) but is printed as `***`.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: String,
+    /// Password; wins over one in `url`.
+    pub password: Secret,
+    /// A file holding the password; wins over `password`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// warden's own schema: created by the migrations and first in every connection's
+    /// `search_path`.
+    pub schema: String,
+    /// Upper bound on pooled connections; warden never holds more, even across flaps.
+    pub max_connections: u32,
+    /// Connections the pool keeps open while idle.
+    pub min_connections: u32,
+    /// Bound on acquiring a connection (sqlx retries connects inside it).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Server-side `statement_timeout`; keep it a little below `query_timeout` so the server
+    /// cancels a slow statement before warden gives up on the call.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// Bound on a whole call, retries included.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Time between two liveness probes.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Bound on one probe.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+    /// `application_name` of every connection, as seen in `pg_stat_activity`.
+    pub application_name: String,
+    /// Apply the embedded migrations on the first successful connect.
+    pub run_migrations: bool,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            password: Secret::default(),
+            password_file: None,
+            schema: "walltrack".into(),
+            max_connections: 10,
+            min_connections: 1,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            query_timeout: Duration::from_secs(30),
+            probe_interval: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(1),
+            application_name: "warden".into(),
+            run_migrations: true,
+        }
+    }
+}
+
+/// `[backoff]`: `delay = min(max, initial × multiplier^attempt)`, jittered by ±`jitter`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffSettings {
+    /// First delay after a failure.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Cap on the delay, before jitter.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Growth factor per attempt; at least 1.
+    pub multiplier: f64,
+    /// Random spread as a fraction of the delay, in `0..=1`.
+    pub jitter: f64,
+}
+
+impl Default for BackoffSettings {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+/// `[retry]`: retries of one call on a transient failure, all inside the call's `query_timeout`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Attempts in all, the first one included; 1 disables retries.
+    pub max_attempts: u32,
+    /// Delay before the first retry; it doubles up to `max` and is jittered like `backoff`.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Cap on the delay between retries.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+        }
+    }
+}
+
+/// `[breaker]`: one circuit per database.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Consecutive transient or connection failures that open the circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit refuses calls before the next probe may close it.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A setting that is well-typed but unusable, named by its full key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for `{key}` ({value}): {reason}")]
+pub struct SettingsError {
+    /// Dotted key, as in the file (`postgres.max_connections`).
+    pub key: String,
+    /// The offending value, with secrets redacted.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl SettingsError {
+    fn new(key: &str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl WardenSettings {
+    /// Reads `password_file`s into their `password`. Call once, before [`Self::validate`].
+    pub fn load_secret_files(&mut self) -> Result<(), SettingsError> {
+        fn read(key: &str, path: &PathBuf) -> Result<Secret, SettingsError> {
+            std::fs::read_to_string(path)
+                .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
+                .map_err(|e| SettingsError::new(key, path.display(), format!("cannot read: {e}")))
+        }
+        if let Some(path) = &self.neo4j.password_file {
+            self.neo4j.password = read("neo4j.password_file", path)?;
+        }
+        if let Some(path) = &self.postgres.password_file {
+            self.postgres.password = read("postgres.password_file", path)?;
+        }
+        Ok(())
+    }
+
+    /// Checks every value that its type alone does not constrain.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let n = &self.neo4j;
+        let uri = Url::parse(&n.uri).map_err(|e| SettingsError::new("neo4j.uri", &n.uri, e.to_string()))?;
+        if !matches!(uri.scheme(), "bolt" | "neo4j" | "bolt+s" | "bolt+ssc" | "neo4j+s" | "neo4j+ssc") {
+            return Err(SettingsError::new("neo4j.uri", redact_url(&n.uri), "scheme must be bolt:// or neo4j://"));
+        }
+        if uri.password().is_some() {
+            return Err(SettingsError::new(
+                "neo4j.uri",
+                redact_url(&n.uri),
+                "put credentials in neo4j.user and neo4j.password, not in the URI",
+            ));
+        }
+        if uri.host_str().is_none_or(str::is_empty) {
+            return Err(SettingsError::new("neo4j.uri", &n.uri, "a host is required"));
+        }
+        positive("neo4j.max_connections", n.max_connections)?;
+        nonzero("neo4j.connect_timeout", n.connect_timeout)?;
+        nonzero("neo4j.query_timeout", n.query_timeout)?;
+        nonzero("neo4j.probe_interval", n.probe_interval)?;
+        nonzero("neo4j.probe_timeout", n.probe_timeout)?;
+
+        let p = &self.postgres;
+        let url = Url::parse(&p.url)
+            .map_err(|e| SettingsError::new("postgres.url", redact_url(&p.url), e.to_string()))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(SettingsError::new("postgres.url", redact_url(&p.url), "scheme must be postgres://"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(SettingsError::new("postgres.url", redact_url(&p.url), "a host is required"));
+        }
+        for (key, _) in url.query_pairs() {
+            if !matches!(key.as_ref(), "sslmode" | "ssl-mode") {
+                return Err(SettingsError::new(
+                    "postgres.url",
+                    redact_url(&p.url),
+                    format!("unsupported parameter `{key}` (only sslmode; other settings have their own keys)"),
+                ));
+            }
+        }
+        if !is_identifier(&p.schema) {
+            return Err(SettingsError::new(
+                "postgres.schema",
+                &p.schema,
+                "must be a plain identifier (letters, digits, underscore; not starting with a digit)",
+            ));
+        }
+        positive("postgres.max_connections", p.max_connections)?;
+        if p.min_connections > p.max_connections {
+            return Err(SettingsError::new(
+                "postgres.min_connections",
+                p.min_connections,
+                format!("must not exceed postgres.max_connections ({})", p.max_connections),
+            ));
+        }
+        nonzero("postgres.connect_timeout", p.connect_timeout)?;
+        nonzero("postgres.statement_timeout", p.statement_timeout)?;
+        nonzero("postgres.query_timeout", p.query_timeout)?;
+        nonzero("postgres.probe_interval", p.probe_interval)?;
+        nonzero("postgres.probe_timeout", p.probe_timeout)?;
+        if p.application_name.is_empty() || p.application_name.len() > 63 {
+            return Err(SettingsError::new(
+                "postgres.application_name",
+                &p.application_name,
+                "must be 1 to 63 characters",
+            ));
+        }
+
+        let b = &self.backoff;
+        nonzero("backoff.initial", b.initial)?;
+        if b.max < b.initial {
+            return Err(SettingsError::new(
+                "backoff.max",
+                humantime::format_duration(b.max),
+                "must be at least backoff.initial",
+            ));
+        }
+        if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
+            return Err(SettingsError::new("backoff.multiplier", b.multiplier, "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&b.jitter) {
+            return Err(SettingsError::new("backoff.jitter", b.jitter, "must be between 0 and 1"));
+        }
+
+        let r = &self.retry;
+        positive("retry.max_attempts", r.max_attempts)?;
+        if r.max < r.initial {
+            return Err(SettingsError::new(
+                "retry.max",
+                humantime::format_duration(r.max),
+                "must be at least retry.initial",
+            ));
+        }
+
+        positive("breaker.failure_threshold", self.breaker.failure_threshold)?;
+        nonzero("breaker.cooldown", self.breaker.cooldown)?;
+        Ok(())
+    }
+}
+
+impl PostgresSettings {
+    /// The password that will be used: `password` (or its file) if set, else the URL's.
+    pub fn effective_password(&self) -> Option<Secret> {
+        if !self.password.is_empty() {
+            return Some(self.password.clone());
+        }
+        let url = Url::parse(&self.url).ok()?;
+        let raw = url.password()?;
+        let decoded = percent_decode(raw);
+        Some(Secret::new(decoded))
+    }
+}
+
+fn positive(key: &str, value: u32) -> Result<(), SettingsError> {
+    if value == 0 {
+        return Err(SettingsError::new(key, value, "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn nonzero(key: &str, value: Duration) -> Result<(), SettingsError> {
+    if value.is_zero() {
+        return Err(SettingsError::new(key, "0s", "must be longer than zero"));
+    }
+    Ok(())
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 63
+}
+
+/// Decodes `%XX` escapes in a URL component (passwords may contain `@`, `:` or `/`).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The URL with its password replaced by `***`; unparsable input is redacted whole.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Setting a password only fails for URLs that cannot have one.
+                let _ = url.set_password(Some(REDACTED));
+            }
+            url.to_string()
+        }
+        Err(_) => REDACTED.to_owned(),
+    }
+}
+
+fn serialize_redacted_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let s = WardenSettings::default();
+        s.validate().unwrap();
+        assert_eq!(s.neo4j.max_connections, 16);
+        assert_eq!(s.postgres.schema, "walltrack");
+        assert_eq!(s.backoff.max, Duration::from_secs(30));
+        assert_eq!(s.retry.max_attempts, 3);
+        assert_eq!(s.breaker.failure_threshold, 5);
+    }
+
+    #[test]
+    fn durations_parse_from_humantime_strings() {
+        let s: WardenSettings =
+            serde_json::from_str(r#"{"breaker": {"cooldown": "45s"}, "retry": {"initial": "250ms"}}"#).unwrap();
+        assert_eq!(s.breaker.cooldown, Duration::from_secs(45));
+        assert_eq!(s.retry.initial, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = serde_json::from_str::<WardenSettings>(r#"{"breaker": {"cooldwn": "45s"}}"#).unwrap_err();
+        assert!(err.to_string().contains("cooldwn"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut s = WardenSettings::default();
+        s.postgres.min_connections = 20;
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.key, "postgres.min_connections");
+
+        let mut s = WardenSettings::default();
+        s.backoff.jitter = 1.5;
+        assert_eq!(s.validate().unwrap_err().key, "backoff.jitter");
+
+        let mut s = WardenSettings::default();
+        s.postgres.url = "mysql://x@h/db".into();
+        assert_eq!(s.validate().unwrap_err().key, "postgres.url");
+
+        let mut s = WardenSettings::default();
+        s.postgres.schema = "bad-schema; drop".into();
+        assert_eq!(s.validate().unwrap_err().key, "postgres.schema");
+    }
+
+    #[test]
+    fn url_passwords_are_redacted_in_errors_and_output() {
+        let mut s = WardenSettings::default();
+        s.postgres.url = "postgres://app:s3cret@db:5432/x?bogus=1".into();
+        let err = s.validate().unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let out = serde_json::to_string(&s).unwrap();
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(out.contains("app:***@db"), "{out}");
+    }
+
+    #[test]
+    fn effective_password_prefers_the_explicit_one_and_decodes_the_url() {
+        let mut p = PostgresSettings {
+            url: "postgres://app:p%40ss@db/x".into(),
+            ..Default::default()
+        };
+        assert_eq!(p.effective_password().unwrap().expose(), "p@ss");
+        p.password = Secret::new("other");
+        assert_eq!(p.effective_password().unwrap().expose(), "other");
+    }
+
+    #[test]
+    fn password_file_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("warden-secret-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").unwrap();
+        let mut s = WardenSettings::default();
+        s.neo4j.password_file = Some(dir.clone());
+        s.load_secret_files().unwrap();
+        assert_eq!(s.neo4j.password.expose(), "from-file");
+        std::fs::remove_file(dir).unwrap();
+
+        s.neo4j.password_file = None;
+        s.postgres.password_file = Some("/nonexistent/warden".into());
+        assert_eq!(s.load_secret_files().unwrap_err().key, "postgres.password_file");
+    }
+}
