@@ -1,0 +1,330 @@
+//! The daemon's configuration: a TOML file layered under environment variables.
+//!
+//! Layers, lowest first: built-in defaults; the file (`--config PATH`, else
+//! `/etc/warden/warden.toml` if it exists); the seed product's variables (`NEO4J_URI`,
+//! `DATABASE_URL`, ...); then `WARDEN__SECTION__KEY` for any key. Secrets may also come from
+//! files (`password_file`, `NEO4J_PASSWORD_FILE`). Bad configuration is a [`ConfigError`] that
+//! names the key and the value (secrets redacted); the daemon exits with 78 (EX_CONFIG).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use warden_actors::settings::{
+    BackoffSettings, BreakerSettings, Neo4jSettings, PostgresSettings, RetrySettings,
+};
+use warden_actors::{SettingsError, WardenSettings};
+
+/// Where the daemon looks for its file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/warden/warden.toml";
+
+/// sysexits' EX_CONFIG: what systemd and operators expect from a bad configuration.
+pub const EX_CONFIG: u8 = 78;
+
+/// The seed product's variable names, and the keys they set.
+const SEEDS: &[(&str, &str)] = &[
+    ("NEO4J_URI", "neo4j.uri"),
+    ("NEO4J_USER", "neo4j.user"),
+    ("NEO4J_PASSWORD", "neo4j.password"),
+    ("NEO4J_PASSWORD_FILE", "neo4j.password_file"),
+    ("NEO4J_DATABASE", "neo4j.database"),
+    ("DATABASE_URL", "postgres.url"),
+    ("POSTGRES_SCHEMA", "postgres.schema"),
+];
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// How long in-flight work may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[neo4j]`.
+    pub neo4j: Neo4jSettings,
+    /// `[postgres]`.
+    pub postgres: PostgresSettings,
+    /// `[backoff]`.
+    pub backoff: BackoffSettings,
+    /// `[retry]`.
+    pub retry: RetrySettings,
+    /// `[breaker]`.
+    pub breaker: BreakerSettings,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(10),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            neo4j: Neo4jSettings::default(),
+            postgres: PostgresSettings::default(),
+            backoff: BackoffSettings::default(),
+            retry: RetrySettings::default(),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address the health API listens on.
+    pub bind: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for journald and log shippers.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Unset: pretty on a terminal, json otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<LogFormat>,
+    /// A tracing filter: `info`, `debug`, `warden=debug,sqlx=warn`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: None,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used. Its text names the key and the offending value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config` named a file that does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// The file or an environment variable could not be parsed or has a wrong type or key.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is well-typed but unusable.
+    #[error(transparent)]
+    Invalid(#[from] SettingsError),
+}
+
+impl DaemonConfig {
+    /// Loads the configuration from the file and the given environment, then reads secret
+    /// files and validates everything.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        match path {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
+            Some(path) => builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                builder = builder.add_source(
+                    config::File::with_name(DEFAULT_CONFIG_PATH).format(config::FileFormat::Toml),
+                )
+            }
+            None => {}
+        }
+        let seeds: config::Map<String, String> = SEEDS
+            .iter()
+            .filter_map(|(var, key)| {
+                env.get(*var)
+                    .map(|value| (key.replace('.', "__").to_uppercase(), value.clone()))
+            })
+            .collect();
+        builder = builder.add_source(config::Environment::default().separator("__").source(Some(seeds)));
+        let warden_vars: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("WARDEN__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("WARDEN")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(warden_vars)),
+        );
+        let raw = builder.build().map_err(|e| ConfigError::Parse(describe(e)))?;
+        let mut cfg: DaemonConfig = raw.try_deserialize().map_err(|e| ConfigError::Parse(describe(e)))?;
+        let mut settings = cfg.warden_settings();
+        settings.load_secret_files()?;
+        settings.validate()?;
+        cfg.neo4j.password = settings.neo4j.password;
+        cfg.postgres.password = settings.postgres.password;
+        cfg.validate_daemon()?;
+        Ok(cfg)
+    }
+
+    fn validate_daemon(&self) -> Result<(), SettingsError> {
+        if self.shutdown_timeout.is_zero() {
+            return Err(SettingsError {
+                key: "shutdown_timeout".into(),
+                value: "0s".into(),
+                reason: "must be longer than zero".into(),
+            });
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(SettingsError {
+                key: "log.level".into(),
+                value: self.log.level.clone(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The actors' part.
+    pub fn warden_settings(&self) -> WardenSettings {
+        WardenSettings {
+            neo4j: self.neo4j.clone(),
+            postgres: self.postgres.clone(),
+            backoff: self.backoff,
+            retry: self.retry,
+            breaker: self.breaker,
+        }
+    }
+
+    /// The effective configuration as TOML, secrets shown as `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+}
+
+/// The config crate's error text, with the environment variable named where it helps.
+fn describe(err: config::ConfigError) -> String {
+    let text = err.to_string();
+    // Values of secrets never reach here: passwords deserialize from any string, so no error
+    // quotes one.
+    format!("invalid configuration: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn file(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_without_file_or_env() {
+        let cfg = DaemonConfig::load(None, &env(&[])).unwrap();
+        assert_eq!(cfg.http.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.postgres.schema, "walltrack");
+    }
+
+    #[test]
+    fn env_layers_over_the_file_and_seeds_under_warden_vars() {
+        let f = file("[breaker]\ncooldown = \"10s\"\nfailure_threshold = 7\n[neo4j]\nuri = \"bolt://file:7687\"\n");
+        let cfg = DaemonConfig::load(
+            Some(f.path()),
+            &env(&[
+                ("WARDEN__BREAKER__COOLDOWN", "45s"),
+                ("NEO4J_URI", "bolt://seed:7687"),
+                ("NEO4J_PASSWORD", "pw-from-env"),
+                ("DATABASE_URL", "postgres://app@pg:5432/app"),
+                ("WARDEN__POSTGRES__MAX_CONNECTIONS", "4"),
+                ("WARDEN__POSTGRES__MIN_CONNECTIONS", "0"),
+                ("WARDEN__POSTGRES__RUN_MIGRATIONS", "false"),
+                ("POSTGRES_SCHEMA", "metrics"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.breaker.cooldown, Duration::from_secs(45));
+        assert_eq!(cfg.breaker.failure_threshold, 7);
+        assert_eq!(cfg.neo4j.uri, "bolt://seed:7687");
+        assert_eq!(cfg.neo4j.password.expose(), "pw-from-env");
+        assert_eq!(cfg.postgres.url, "postgres://app@pg:5432/app");
+        assert_eq!(cfg.postgres.max_connections, 4);
+        assert!(!cfg.postgres.run_migrations);
+        assert_eq!(cfg.postgres.schema, "metrics");
+
+        let cfg = DaemonConfig::load(
+            None,
+            &env(&[("NEO4J_URI", "bolt://seed:7687"), ("WARDEN__NEO4J__URI", "bolt://explicit:7687")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.neo4j.uri, "bolt://explicit:7687");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let f = file("[breaker]\ncooldwn = \"10s\"\n");
+        let err = DaemonConfig::load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("cooldwn"), "{err}");
+
+        let err = DaemonConfig::load(None, &env(&[("WARDEN__BREAKER__COOLDOWN", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("breaker.cooldown") && err.contains("soon"), "{err}");
+
+        let err = DaemonConfig::load(None, &env(&[("WARDEN__POSTGRES__MAX_CONNECTIONS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("postgres.max_connections"), "{err}");
+
+        let err = DaemonConfig::load(None, &env(&[("WARDEN__HTTP__BIND", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.bind"), "{err}");
+
+        let err = DaemonConfig::load(Some(Path::new("/nonexistent/warden.toml")), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/warden.toml"), "{err}");
+
+        let err = DaemonConfig::load(None, &env(&[("WARDEN__LOG__LEVEL", "warden=[")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn redacted_output_hides_every_secret() {
+        let cfg = DaemonConfig::load(
+            None,
+            &env(&[
+                ("NEO4J_PASSWORD", "graph-secret"),
+                ("DATABASE_URL", "postgres://app:pg-secret@pg:5432/app"),
+                ("WARDEN__POSTGRES__PASSWORD", "other-secret"),
+            ]),
+        )
+        .unwrap();
+        let out = cfg.to_redacted_toml();
+        assert!(!out.contains("graph-secret") && !out.contains("pg-secret") && !out.contains("other-secret"));
+        assert!(out.contains("password = \"***\""), "{out}");
+        assert!(out.contains("postgres://app:***@pg:5432/app"), "{out}");
+        assert!(out.contains("cooldown = \"30s\""), "{out}");
+    }
+}

@@ -1,0 +1,117 @@
+//! The daemon's commands: `run` (actors and HTTP until a signal), `migrate`, `check-config`.
+//!
+//! Exit codes follow sysexits where one fits, so systemd and operators can tell them apart:
+//! 0 clean stop; 78 (EX_CONFIG) bad configuration; 70 (EX_SOFTWARE) an actor died from a bug,
+//! so systemd restarts the whole process rather than letting it limp on; 69 (EX_UNAVAILABLE)
+//! `migrate` could not reach PostgreSQL; 1 anything else (the HTTP port is taken, ...).
+
+use std::{process::ExitCode, time::Instant};
+
+use warden_actors::{postgres::PgDriver, Warden};
+
+use crate::{config::DaemonConfig, shutdown, web};
+
+/// An actor died from a bug.
+pub const EX_SOFTWARE: u8 = 70;
+/// A database needed by a one-shot command was unreachable.
+pub const EX_UNAVAILABLE: u8 = 69;
+
+/// Runs the daemon until SIGTERM or SIGINT (exit 0) or until an actor dies (exit 70).
+pub fn run(cfg: DaemonConfig) -> ExitCode {
+    let started = Instant::now();
+    let system = actix::System::new();
+    let code = system.block_on(async move {
+        let warden = match Warden::start(cfg.warden_settings()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid configuration");
+                return crate::config::EX_CONFIG;
+            }
+        };
+        let state = web::AppState::new(warden.health_handle(), started);
+        let server = match web::server(cfg.http.bind, state, cfg.shutdown_timeout) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(bind = %cfg.http.bind, error = %e, "cannot listen");
+                warden.shutdown(cfg.shutdown_timeout).await;
+                return 1;
+            }
+        };
+        tracing::info!(bind = %cfg.http.bind, version = env!("CARGO_PKG_VERSION"), "warden started");
+        let handle = server.handle();
+        let mut serving = actix::spawn(server);
+        tokio::select! {
+            signal = shutdown::signal() => {
+                tracing::info!(signal, "shutting down");
+                let drain = async {
+                    // Stop accepting HTTP first, then let calls in flight finish and close.
+                    handle.stop(true).await;
+                    warden.shutdown(cfg.shutdown_timeout).await;
+                };
+                if tokio::time::timeout(cfg.shutdown_timeout + std::time::Duration::from_secs(1), drain).await.is_err() {
+                    tracing::warn!(timeout = ?cfg.shutdown_timeout, "shutdown ran over its timeout");
+                }
+                tracing::info!("stopped");
+                0
+            }
+            reason = warden.fatal() => {
+                tracing::error!(reason, "an actor died; exiting so that the service manager restarts warden");
+                handle.stop(false).await;
+                EX_SOFTWARE
+            }
+            result = &mut serving => {
+                tracing::error!(?result, "the HTTP server stopped unexpectedly");
+                1
+            }
+        }
+    });
+    ExitCode::from(code)
+}
+
+/// Applies the migrations once and exits.
+pub fn migrate(cfg: DaemonConfig) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warden: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let driver = PgDriver::new(cfg.postgres.clone());
+    let result = runtime.block_on(async {
+        let opts = driver.connect_options()?;
+        let password = cfg.postgres.effective_password();
+        let secrets: Vec<_> = password.iter().collect();
+        let bound = cfg.postgres.connect_timeout + cfg.postgres.query_timeout;
+        match tokio::time::timeout(
+            bound,
+            warden_actors::postgres::run_migrations(&opts, &cfg.postgres.schema, cfg.postgres.query_timeout, &secrets),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(warden_actors::WardenError::Timeout {
+                database: warden_actors::Database::Postgres,
+                phase: warden_actors::TimeoutPhase::Connect,
+                after: bound,
+            }),
+        }
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!(schema = %cfg.postgres.schema, "migrations are up to date");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "migrations failed");
+            eprintln!("warden: migrations failed: {e}");
+            ExitCode::from(if e.is_transient() { EX_UNAVAILABLE } else { 1 })
+        }
+    }
+}
+
+/// Prints the effective configuration, secrets as `***`.
+pub fn check_config(cfg: &DaemonConfig) -> ExitCode {
+    print!("{}", cfg.to_redacted_toml());
+    ExitCode::SUCCESS
+}

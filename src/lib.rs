@@ -1,0 +1,20 @@
+//! The warden daemon: configuration, logging, the HTTP health layer and signal handling around
+//! the actors of `warden-actors`. `main.rs` only parses the command line and calls in here, so
+//! `tests/` can drive every piece.
+//!
+//! # Layout
+//! - [`cli`]: the command line.
+//! - [`config`]: file and environment layering, validation, `check-config` output.
+//! - [`logging`]: tracing setup.
+//! - [`web`]: the health endpoints.
+//! - [`shutdown`]: SIGTERM/SIGINT.
+//! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod shutdown;
+pub mod web;

@@ -1,0 +1,33 @@
+//! `warden`: parse the command line, load the configuration, set up logs, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use warden::{
+    cli::{Cli, Command},
+    config::{DaemonConfig, EX_CONFIG},
+    daemon, logging,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = std::env::vars().collect();
+    let cfg = match DaemonConfig::load(cli.config.as_deref(), &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => daemon::check_config(&cfg),
+        Command::Migrate => {
+            logging::init(&cfg.log);
+            daemon::migrate(cfg)
+        }
+        Command::Run => {
+            logging::init(&cfg.log);
+            daemon::run(cfg)
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The HTTP health layer (actix-web).
+//!
+//! Every handler answers from the published [`HealthHandle`] snapshot: no database, no mailbox
+//! round trip, no lock, so health stays fast while a database hangs.
+//!
+//! - `GET /health`: liveness; 200 `{"status":"ok"}` whenever the process serves.
+//! - `GET /health/ready`: 200 when every database is connected and no circuit is open, else
+//!   503; can flip back to 503 at any time. Same body as detailed.
+//! - `GET /health/detailed` (also `/api/health`): 200 with the full picture.
+//! - Anything else: 404, or 405 for a known path with the wrong method, as
+//!   `{"error": {"code", "message"}}`.
+
+use std::time::Instant;
+
+use actix_web::{
+    http::{header, StatusCode},
+    web, App, HttpRequest, HttpResponse, HttpServer,
+};
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use warden_actors::{health::ComponentHealth, Database, HealthHandle, HealthView};
+
+/// What handlers share: the health reader and the process start.
+#[derive(Clone)]
+pub struct AppState {
+    health: HealthHandle,
+    started: Instant,
+}
+
+impl AppState {
+    /// State for a server whose process started at `started`.
+    pub fn new(health: HealthHandle, started: Instant) -> Self {
+        Self { health, started }
+    }
+}
+
+#[derive(Serialize)]
+struct Detailed<'a> {
+    status: &'static str,
+    timestamp: String,
+    version: &'static str,
+    uptime_seconds: u64,
+    components: &'a std::collections::BTreeMap<Database, ComponentHealth>,
+}
+
+fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
+    let body = Detailed {
+        status: if view.all_healthy() { "ok" } else { "degraded" },
+        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        components: &view.components,
+    };
+    // Serializing plain data into a Vec cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn json(status: StatusCode, body: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+async fn live() -> HttpResponse {
+    json(StatusCode::OK, r#"{"status":"ok"}"#)
+}
+
+async fn detailed(state: web::Data<AppState>) -> HttpResponse {
+    let view = state.health.view();
+    json(StatusCode::OK, detailed_body(&state, &view))
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let view = state.health.view();
+    let status = if view.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, detailed_body(&state, &view))
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    json(status, body.to_string())
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    error(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no route for {}", req.path()))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{} is not allowed on {}; use GET", req.method(), req.path()),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    resp
+}
+
+/// A resource that answers GET and HEAD, and 405 to any other method.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(method_not_allowed))
+}
+
+/// Registers the routes; shared by the daemon and in-process tests.
+pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(web::Data::new(state))
+            .service(get_only("/health", live))
+            .service(get_only("/health/ready", ready))
+            .service(get_only("/health/detailed", detailed))
+            .service(get_only("/api/health", detailed));
+    }
+}
+
+/// Binds and starts the HTTP server. Signals are the daemon's business, not actix-web's.
+pub fn server(
+    bind: std::net::SocketAddr,
+    state: AppState,
+    shutdown_timeout: std::time::Duration,
+) -> std::io::Result<actix_web::dev::Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(configure(state.clone()))
+            .default_service(web::to(not_found))
+    })
+    .disable_signals()
+    .workers(2)
+    .shutdown_timeout(shutdown_timeout.as_secs().max(1))
+    .bind(bind)?
+    .run();
+    Ok(server)
+}
