@@ -158,9 +158,16 @@ impl<C: Clone + 'static> Link<C> {
         let deadline = Instant::now() + self.query_timeout;
         let mut schedule = Backoff::retry(&self.retry, self.jitter);
         let mut tries = 0;
+        let mut last_error: Option<WardenError> = None;
         loop {
             tries += 1;
-            let (client, generation) = self.admit()?;
+            let (client, generation) = match (self.admit(), last_error) {
+                (Ok(admitted), _) => admitted,
+                // A retry refused because the failure just took the connection down: the
+                // failure itself says more than "unavailable".
+                (Err(_), Some(previous)) => return Err(previous),
+                (Err(refused), None) => return Err(refused),
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = match tokio::time::timeout(remaining, attempt(client)).await {
                 Ok(result) => result,
@@ -208,6 +215,7 @@ impl<C: Clone + 'static> Link<C> {
                 "retrying call"
             );
             tokio::time::sleep(delay).await;
+            last_error = Some(err);
         }
     }
 

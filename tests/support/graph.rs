@@ -2,10 +2,8 @@
 //! own scripted `boltstub` for exact protocol scenarios.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -30,44 +28,29 @@ fn wait_for_port(port: u16, within: Duration) {
     }
 }
 
-/// Waits for a line containing `needle` on a child's merged output; keeps draining after.
-fn wait_for_line(child: &mut Child, needle: &'static str, within: Duration) -> String {
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
+/// A child whose stdout and stderr go to one log file.
+fn spawn_logged(mut cmd: Command, log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    let err = file.try_clone().expect("log file");
+    cmd.stdin(Stdio::null()).stdout(file).stderr(err).spawn().expect("spawn")
+}
+
+/// Waits for a line containing `needle` in a log file; returns that line.
+fn wait_for_line(log: &Path, needle: &str, within: Duration) -> String {
     let deadline = Instant::now() + within;
-    let mut seen = String::new();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push_str(&line);
-                seen.push('\n');
-                if line.contains(needle) {
-                    // Keep draining so the child never blocks on a full pipe.
-                    std::thread::spawn(move || for _ in rx {});
-                    return line;
-                }
-            }
-            Err(_) => panic!("no `{needle}` line within {within:?}; output so far:\n{seen}"),
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
         }
+        assert!(Instant::now() < deadline, "no `{needle}` line within {within:?}; output so far:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// FalkorDB plus the bridge; the bridge's port is what warden connects to.
 pub struct GraphServer {
+    _dir: tempfile::TempDir,
     redis: Child,
     bridge: Child,
     pub redis_port: u16,
@@ -78,24 +61,29 @@ pub struct GraphServer {
 impl GraphServer {
     /// Starts FalkorDB on free ports and the bridge in front of it.
     pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// The same, with the bridge on a chosen port (for a warden started before the server).
+    pub fn start_on(listen: Option<u16>) -> Self {
         let redis_port = free_port();
         let bolt_port = free_low_port();
         let redis = Self::spawn_redis(redis_port, bolt_port);
-        let mut bridge = Command::new(venv().join("bin/python3"))
-            .arg(repo().join("tests/support/bolt_bridge.py"))
-            .args(["--listen", "127.0.0.1:0", "--upstream"])
-            .arg(format!("127.0.0.1:{bolt_port}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("bridge");
-        let line = wait_for_line(&mut bridge, "Listening on", Duration::from_secs(10));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("bridge.log");
+        let mut cmd = Command::new(venv().join("bin/python3"));
+        cmd.arg(repo().join("tests/support/bolt_bridge.py"))
+            .args(["--listen", &format!("127.0.0.1:{}", listen.unwrap_or(0)), "--upstream"])
+            .arg(format!("127.0.0.1:{bolt_port}"));
+        let bridge = spawn_logged(cmd, &log);
+        let line = wait_for_line(&log, "Listening on", Duration::from_secs(10));
         let port = line
             .rsplit(':')
             .next()
             .and_then(|p| p.trim().parse().ok())
             .expect("bridge port");
         Self {
+            _dir: dir,
             redis,
             bridge,
             redis_port,
@@ -151,6 +139,8 @@ impl Drop for GraphServer {
 pub struct BoltStub {
     child: Child,
     pub port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl BoltStub {
@@ -159,22 +149,29 @@ impl BoltStub {
         let script: PathBuf = repo().join("tests/scripts").join(name);
         assert!(Path::new(&script).exists(), "no script {}", script.display());
         let port = free_port();
-        let mut child = Command::new(venv().join("bin/boltstub"))
-            .arg("-v")
-            .arg(port.to_string())
-            .arg(&script)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("boltstub");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("stub.log");
+        let mut cmd = Command::new(venv().join("bin/boltstub"));
+        cmd.arg("-v").arg(port.to_string()).arg(&script);
+        let child = spawn_logged(cmd, &log);
         // A connection made just to check the port would use up the script: wait for the line.
-        wait_for_line(&mut child, "Listening", Duration::from_secs(10));
-        Self { child, port }
+        wait_for_line(&log, "Listening", Duration::from_secs(10));
+        Self {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
     }
 
     /// `bolt://127.0.0.1:PORT`.
     pub fn uri(&self) -> String {
         format!("bolt://127.0.0.1:{}", self.port)
+    }
+
+    /// What the stub printed (expected against received on a mismatch).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Whether the stub has exited (its script ended or a message did not match), and how.

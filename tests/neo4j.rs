@@ -1,0 +1,192 @@
+//! The graph database over Bolt: exact protocol scenarios against Neo4j's own `boltstub`, and
+//! a live Cypher engine (FalkorDB behind the Bolt 4-to-5 bridge) that can be killed -9.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{actix_test, eventually, fast_settings, graph::BoltStub, graph::GraphServer};
+use warden_actors::{health::ComponentStatus, Cypher, Database, Warden, WardenError};
+
+/// A PostgreSQL URL where nothing listens: these tests are about the graph only.
+fn no_pg() -> String {
+    format!("postgres://postgres@127.0.0.1:{}/postgres", support::free_port())
+}
+
+/// Settings for a scripted stub: probes only when the script expects them.
+fn stub_settings(uri: &str) -> warden_actors::WardenSettings {
+    let mut s = fast_settings(uri, &no_pg());
+    s.neo4j.probe_interval = Duration::from_secs(60);
+    s
+}
+
+async fn neo4j_status(warden: &Warden, want: ComponentStatus, within: Duration) {
+    let h = warden.health_handle();
+    eventually(within, &format!("neo4j {want:?}"), || {
+        let v = h.view();
+        async move { (v.components[&Database::Neo4j].status == want).then_some(()) }
+    })
+    .await;
+}
+
+/// The connect is proven by `RETURN 1 AS ping`, probes repeat it on the pooled connection,
+/// and a server that goes away after the script is noticed by the next probe. The stub exits
+/// 0 only if every message matched exactly.
+#[test]
+fn ping_and_probes_over_bolt() {
+    let mut stub = BoltStub::start("ping.script");
+    actix_test(async {
+        let mut settings = fast_settings(&stub.uri(), &no_pg());
+        settings.neo4j.probe_interval = Duration::from_millis(150);
+        let warden = Warden::start(settings).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
+        let c = warden.health_handle().view().components[&Database::Neo4j].clone();
+        assert!(c.healthy && c.latency_ms.is_some() && c.last_ok_at.is_some(), "{c:?}");
+        // Two probes later the script ends and the stub closes the connection.
+        neo4j_status(&warden, ComponentStatus::Backoff, Duration::from_secs(5)).await;
+        let c = warden.health_handle().view().components[&Database::Neo4j].clone();
+        assert!(!c.healthy && c.last_error.is_some() && c.next_attempt_at.is_some(), "{c:?}");
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+    eventually_exit(&mut stub);
+    assert_eq!(stub.exit_code(), Some(0), "script mismatch:\n{}", stub.log());
+}
+
+fn eventually_exit(stub: &mut BoltStub) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stub.exit_code().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `Neo.TransientError` is retried and the call succeeds with the row; the caller never
+/// sees the transient failure.
+#[test]
+fn transient_errors_are_retried() {
+    let mut stub = BoltStub::start("transient.script");
+    actix_test(async {
+        let warden = Warden::start(stub_settings(&stub.uri())).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
+        let rows = warden
+            .neo4j
+            .send(Cypher::new("MATCH (w:Wallet {address: $address}) RETURN w.balance AS balance").param("address", "0xabc"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", stub.log()));
+        assert_eq!(rows, vec![json!({"balance": 42}).as_object().unwrap().clone()]);
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+    eventually_exit(&mut stub);
+    assert_eq!(stub.exit_code(), Some(0), "script mismatch:\n{}", stub.log());
+}
+
+/// A server that closes in the middle of a result: the call ends at once with a connection
+/// error (no hang, no spin), and the actor drops the connection and backs off.
+#[test]
+fn a_close_mid_result_fails_the_call_and_the_connection() {
+    let stub = BoltStub::start("mid_result.script");
+    actix_test(async {
+        let warden = Warden::start(stub_settings(&stub.uri())).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
+        let started = Instant::now();
+        let err = warden
+            .neo4j
+            .send(Cypher::new("UNWIND range(1, 1000) AS n RETURN n"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        assert!(matches!(err, WardenError::Connection { .. }), "{err:?}");
+        neo4j_status(&warden, ComponentStatus::Backoff, Duration::from_secs(2)).await;
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+/// Against a live Cypher engine: RETURN, parameters, CREATE and MATCH through `Cypher`.
+#[test]
+fn cypher_returns_rows_from_a_live_graph() {
+    let graph = GraphServer::start();
+    actix_test(async {
+        let warden = Warden::start(fast_settings(&graph.uri(), &no_pg())).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(10)).await;
+        let rows = warden
+            .neo4j
+            .send(Cypher::new("UNWIND range(1, $n) AS x RETURN x, x * 2 AS double").param("n", 3))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2]["x"], json!(3));
+        assert_eq!(rows[2]["double"], json!(6));
+        let created = warden
+            .neo4j
+            .send(
+                Cypher::new("CREATE (w:Wallet {address: $address, balance: $balance}) RETURN w.address AS address")
+                    .param("address", "0xfeed")
+                    .param("balance", 12.5),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(created[0]["address"], json!("0xfeed"));
+        let rows = warden
+            .neo4j
+            .send(Cypher::new("MATCH (w:Wallet) WHERE w.address = $a RETURN w.balance AS balance, count(w) AS n").param("a", "0xfeed"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows[0]["balance"], json!(12.5));
+        assert_eq!(rows[0]["n"], json!(1));
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+/// kill -9 of the graph server: unhealthy within probe_interval + probe_timeout, calls fail
+/// fast, and after a restart warden is connected again within the pending backoff + 1 s.
+#[test]
+fn graph_kill9_is_detected_and_recovered() {
+    let mut graph = GraphServer::start();
+    actix_test(async {
+        let settings = fast_settings(&graph.uri(), &no_pg());
+        let detect_bound = settings.neo4j.probe_interval + settings.neo4j.probe_timeout;
+        let query_timeout = settings.neo4j.query_timeout;
+        let warden = Warden::start(settings).unwrap();
+        let health = warden.health_handle();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(10)).await;
+
+        let killed = Instant::now();
+        graph.kill9();
+        let h = health.clone();
+        eventually(detect_bound + Duration::from_secs(1), "neo4j unhealthy", || {
+            let v = h.view();
+            async move { (!v.components[&Database::Neo4j].healthy).then_some(()) }
+        })
+        .await;
+        let detected = killed.elapsed();
+        assert!(detected <= detect_bound + Duration::from_millis(150), "detection took {detected:?}");
+        assert!(!health.view().ready());
+        let started = Instant::now();
+        let result = warden.neo4j.send(Cypher::new("RETURN 1 AS one")).await.unwrap();
+        assert!(result.is_err());
+        assert!(started.elapsed() < query_timeout);
+
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let pending = health.view().components[&Database::Neo4j]
+            .next_attempt_at
+            .map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        graph.restart();
+        let restarted = Instant::now();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
+        let recovered = restarted.elapsed();
+        assert!(recovered <= pending + Duration::from_secs(1), "recovery took {recovered:?}, pending {pending:?}");
+        let rows = eventually(Duration::from_secs(3), "calls succeed again", || {
+            let addr = warden.neo4j.clone();
+            async move { addr.send(Cypher::new("RETURN 1 AS one")).await.unwrap().ok() }
+        })
+        .await;
+        assert_eq!(rows[0]["one"], json!(1));
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}
