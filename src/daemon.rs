@@ -28,6 +28,7 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
                 return crate::config::EX_CONFIG;
             }
         };
+        warden_actors::faults::arm_from_env(&warden);
         let state = web::AppState::new(warden.health_handle(), started);
         let server = match web::server(cfg.http.bind, state, cfg.shutdown_timeout) {
             Ok(s) => s,

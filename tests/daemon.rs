@@ -266,3 +266,26 @@ fn http_errors_are_json() {
         assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
     });
 }
+
+/// An actor that dies from a bug (a panic in a handler) is shown `stopped`, and the daemon
+/// exits with 70 so that systemd restarts it, instead of limping on without that database.
+#[test]
+fn a_panicking_actor_stops_the_daemon() {
+    let pg = PgServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut env = fast_env(&format!("bolt://{}", nowhere()), &pg.url());
+        env.push(("WARDEN_FAULT_CRASH", "postgres:1500ms".into()));
+        let mut d = Daemon::spawn(&[], &env);
+        eventually(Duration::from_secs(10), "postgres connected", || async {
+            let c = component(&d, "postgres").await?;
+            (c["status"] == "connected").then_some(())
+        })
+        .await;
+        let status = d.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(70), "{}", d.logs());
+        let logs = d.logs();
+        assert!(logs.contains("postgres actor panicked"), "{logs}");
+        assert!(logs.contains("an actor died"), "{logs}");
+    });
+}

@@ -383,3 +383,26 @@ fn concurrent_migrations_are_safe() {
         assert_eq!(public, 0, "nothing lands in public");
     });
 }
+
+/// A panic inside the actor kills it for good: health shows it `stopped`, calls get a typed
+/// `Stopped` error at once, and `Warden::fatal` resolves so the embedding process can exit.
+#[test]
+fn a_panicking_actor_is_stopped_and_fatal() {
+    let pg = PgServer::start();
+    actix_test(async {
+        let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).unwrap();
+        pg_connected(&warden).await;
+        warden.postgres.do_send(warden_actors::faults::Crash);
+        let reason = tokio::time::timeout(Duration::from_secs(5), warden.fatal()).await.expect("fatal fires");
+        assert!(reason.contains("postgres actor panicked"), "{reason}");
+        let h = warden.health_handle();
+        eventually(Duration::from_secs(2), "postgres stopped", || {
+            let v = h.view();
+            async move { (v.components[&Database::Postgres].status == ComponentStatus::Stopped).then_some(()) }
+        })
+        .await;
+        assert!(h.view().any_stopped());
+        // The mailbox is gone with the actor: a caller learns at once.
+        assert!(warden.postgres.send(Sql::new("SELECT 1")).await.is_err());
+    });
+}

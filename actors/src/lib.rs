@@ -27,6 +27,7 @@ pub mod breaker;
 pub mod circuit;
 pub mod connection;
 pub mod error;
+pub mod faults;
 pub mod health;
 pub mod neo4j;
 pub mod postgres;

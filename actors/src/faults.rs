@@ -1,0 +1,51 @@
+//! Fault injection for tests, compiled in only with the `fault-injection` feature (which only
+//! the workspace's dev-dependencies enable). A panic in an actix handler kills the actor and
+//! its supervisor for good; these hooks cause one on purpose, so tests can check that warden
+//! then shows the database `stopped` and the daemon exits non-zero instead of limping on.
+
+use crate::Warden;
+
+/// Panics inside the receiving database actor's handler.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[cfg(feature = "fault-injection")]
+impl<D: crate::connection::Driver> actix::Handler<Crash> for crate::connection::ConnectionActor<D> {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
+        panic!("injected fault: the {} actor was told to crash", D::DATABASE);
+    }
+}
+
+/// Reads `WARDEN_FAULT_CRASH=<neo4j|postgres>:<delay>` and, when set, crashes that actor after
+/// the delay. Does nothing without the `fault-injection` feature.
+pub fn arm_from_env(warden: &Warden) {
+    #[cfg(feature = "fault-injection")]
+    {
+        let Ok(spec) = std::env::var("WARDEN_FAULT_CRASH") else {
+            return;
+        };
+        let Some((database, delay)) = spec.split_once(':') else {
+            return;
+        };
+        let Ok(delay) = humantime::parse_duration(delay) else {
+            return;
+        };
+        tracing::warn!(database, ?delay, "fault injection armed");
+        let neo4j = warden.neo4j.clone();
+        let postgres = warden.postgres.clone();
+        let database = database.to_owned();
+        actix::spawn(async move {
+            tokio::time::sleep(delay).await;
+            match database.as_str() {
+                "neo4j" => neo4j.do_send(Crash),
+                _ => postgres.do_send(Crash),
+            }
+        });
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = warden;
+}
