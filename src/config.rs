@@ -141,7 +141,10 @@ impl DaemonConfig {
         let mut builder = config::Config::builder();
         match path {
             Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
-            Some(path) => builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml)),
+            Some(path) => {
+                builder =
+                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml))
+            }
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
                 builder = builder.add_source(
                     config::File::with_name(DEFAULT_CONFIG_PATH).format(config::FileFormat::Toml),
@@ -156,7 +159,11 @@ impl DaemonConfig {
                     .map(|value| (key.replace('.', "__").to_uppercase(), value.clone()))
             })
             .collect();
-        builder = builder.add_source(config::Environment::default().separator("__").source(Some(seeds)));
+        builder = builder.add_source(
+            config::Environment::default()
+                .separator("__")
+                .source(Some(seeds)),
+        );
         let warden_vars: config::Map<String, String> = env
             .iter()
             .filter(|(k, _)| k.starts_with("WARDEN__"))
@@ -168,8 +175,12 @@ impl DaemonConfig {
                 .separator("__")
                 .source(Some(warden_vars)),
         );
-        let raw = builder.build().map_err(|e| ConfigError::Parse(describe(e)))?;
-        let mut cfg: DaemonConfig = raw.try_deserialize().map_err(|e| ConfigError::Parse(describe(e)))?;
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError::Parse(describe(e)))?;
+        let mut cfg: DaemonConfig = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError::Parse(describe(e)))?;
         let mut settings = cfg.warden_settings();
         settings.load_secret_files()?;
         settings.validate()?;
@@ -210,7 +221,8 @@ impl DaemonConfig {
 
     /// The effective configuration as TOML, secrets shown as `***`.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
 }
 
@@ -227,7 +239,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn file(contents: &str) -> tempfile::NamedTempFile {
@@ -272,7 +287,10 @@ mod tests {
 
         let cfg = DaemonConfig::load(
             None,
-            &env(&[("NEO4J_URI", "bolt://seed:7687"), ("WARDEN__NEO4J__URI", "bolt://explicit:7687")]),
+            &env(&[
+                ("NEO4J_URI", "bolt://seed:7687"),
+                ("WARDEN__NEO4J__URI", "bolt://explicit:7687"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.neo4j.uri, "bolt://explicit:7687");
@@ -281,13 +299,18 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let f = file("[breaker]\ncooldwn = \"10s\"\n");
-        let err = DaemonConfig::load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        let err = DaemonConfig::load(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cooldwn"), "{err}");
 
         let err = DaemonConfig::load(None, &env(&[("WARDEN__BREAKER__COOLDOWN", "soon")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("breaker.cooldown") && err.contains("soon"), "{err}");
+        assert!(
+            err.contains("breaker.cooldown") && err.contains("soon"),
+            "{err}"
+        );
 
         let err = DaemonConfig::load(None, &env(&[("WARDEN__POSTGRES__MAX_CONNECTIONS", "many")]))
             .unwrap_err()
@@ -322,7 +345,11 @@ mod tests {
         )
         .unwrap();
         let out = cfg.to_redacted_toml();
-        assert!(!out.contains("graph-secret") && !out.contains("pg-secret") && !out.contains("other-secret"));
+        assert!(
+            !out.contains("graph-secret")
+                && !out.contains("pg-secret")
+                && !out.contains("other-secret")
+        );
         assert!(out.contains("password = \"***\""), "{out}");
         assert!(out.contains("postgres://app:***@pg:5432/app"), "{out}");
         assert!(out.contains("cooldown = \"30s\""), "{out}");

@@ -71,7 +71,10 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
 
 /// Applies the migrations once and exits.
 pub fn migrate(cfg: DaemonConfig) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("warden: cannot start a runtime: {e}");
@@ -86,7 +89,12 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
         let bound = cfg.postgres.connect_timeout + cfg.postgres.query_timeout;
         match tokio::time::timeout(
             bound,
-            warden_actors::postgres::run_migrations(&opts, &cfg.postgres.schema, cfg.postgres.query_timeout, &secrets),
+            warden_actors::postgres::run_migrations(
+                &opts,
+                &cfg.postgres.schema,
+                cfg.postgres.query_timeout,
+                &secrets,
+            ),
         )
         .await
         {

@@ -7,7 +7,7 @@
 //! - [`config`]: file and environment layering, validation, `check-config` output.
 //! - [`logging`]: tracing setup.
 //! - [`web`]: the health endpoints.
-//! - [`shutdown`]: SIGTERM/SIGINT.
+//! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
 
 #![forbid(unsafe_code)]

@@ -26,7 +26,11 @@ pub fn init(cfg: &LogConfig) {
         .with_writer(std::io::stderr);
     // A second init (tests that run the daemon in-process) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }

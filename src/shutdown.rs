@@ -8,7 +8,10 @@ use tokio::signal::unix::{self as unix, SignalKind};
 
 /// Resolves with the signal's name when SIGTERM or SIGINT arrives.
 pub async fn signal() -> &'static str {
-    let (Ok(mut term), Ok(mut int)) = (unix::signal(SignalKind::terminate()), unix::signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        unix::signal(SignalKind::terminate()),
+        unix::signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process can only be killed; never return "stop".
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;

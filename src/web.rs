@@ -87,7 +87,11 @@ fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    error(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no route for {}", req.path()))
+    error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no route for {}", req.path()),
+    )
 }
 
 async fn method_not_allowed(req: HttpRequest) -> HttpResponse {

@@ -47,18 +47,36 @@ async fn component(d: &Daemon, db: &str) -> Option<Value> {
 #[test]
 fn bad_configuration_exits_78_and_names_the_key() {
     let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
-        (vec![("WARDEN__BREAKER__COOLDOWN", "soon".into())], "breaker.cooldown"),
-        (vec![("WARDEN__POSTGRES__MAX_CONNECTIONS", "lots".into())], "postgres.max_connections"),
-        (vec![("DATABASE_URL", "mysql://u:hunter22@db/x".into())], "postgres.url"),
+        (
+            vec![("WARDEN__BREAKER__COOLDOWN", "soon".into())],
+            "breaker.cooldown",
+        ),
+        (
+            vec![("WARDEN__POSTGRES__MAX_CONNECTIONS", "lots".into())],
+            "postgres.max_connections",
+        ),
+        (
+            vec![("DATABASE_URL", "mysql://u:hunter22@db/x".into())],
+            "postgres.url",
+        ),
         (vec![("NEO4J_URI", "not a uri".into())], "neo4j.uri"),
-        (vec![("WARDEN__BACKOFF__JITTER", "2".into())], "backoff.jitter"),
-        (vec![("WARDEN__HTTP__BIND", "everywhere".into())], "http.bind"),
+        (
+            vec![("WARDEN__BACKOFF__JITTER", "2".into())],
+            "backoff.jitter",
+        ),
+        (
+            vec![("WARDEN__HTTP__BIND", "everywhere".into())],
+            "http.bind",
+        ),
     ];
     for (env, key) in cases {
         for cmd in ["check-config", "run"] {
             let (code, _, stderr) = run_once(&[cmd], &env);
             assert_eq!(code, 78, "{cmd} {env:?}: {stderr}");
-            assert!(stderr.contains(key), "{cmd}: `{key}` not named in: {stderr}");
+            assert!(
+                stderr.contains(key),
+                "{cmd}: `{key}` not named in: {stderr}"
+            );
             assert!(!stderr.contains("hunter22"), "a secret leaked: {stderr}");
         }
     }
@@ -73,14 +91,24 @@ fn bad_configuration_exits_78_and_names_the_key() {
     assert!(stderr.contains("/nonexistent/warden.toml"), "{stderr}");
 
     // A good file: the effective configuration, secrets as ***.
-    std::fs::write(&file, "shutdown_timeout = \"5s\"\n[neo4j]\npassword = \"graph-s3cret\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "shutdown_timeout = \"5s\"\n[neo4j]\npassword = \"graph-s3cret\"\n",
+    )
+    .unwrap();
     let (code, stdout, _) = run_once(
         &["--config", file.to_str().unwrap(), "check-config"],
-        &[("DATABASE_URL", "postgres://app:pg-s3cret@db:5432/app".into())],
+        &[(
+            "DATABASE_URL",
+            "postgres://app:pg-s3cret@db:5432/app".into(),
+        )],
     );
     assert_eq!(code, 0);
     assert!(stdout.contains("shutdown_timeout = \"5s\""), "{stdout}");
-    assert!(stdout.contains("postgres://app:***@db:5432/app"), "{stdout}");
+    assert!(
+        stdout.contains("postgres://app:***@db:5432/app"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("s3cret"), "{stdout}");
 }
 
@@ -89,7 +117,10 @@ fn bad_configuration_exits_78_and_names_the_key() {
 #[test]
 fn sigterm_exits_0_and_closes_every_connection() {
     let pg = PgServer::start();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut env = fast_env(&format!("bolt://{}", nowhere()), &pg.url());
         env.push(("WARDEN__POSTGRES__MIN_CONNECTIONS", "2".into()));
@@ -101,18 +132,34 @@ fn sigterm_exits_0_and_closes_every_connection() {
         .await;
         let admin = pg.admin().await;
         let count = || async {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'warden'")
-                .fetch_one(&admin)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'warden'",
+            )
+            .fetch_one(&admin)
+            .await
+            .unwrap()
         };
-        eventually(Duration::from_secs(5), "warden holds connections", || async { (count().await >= 1).then_some(()) }).await;
+        eventually(
+            Duration::from_secs(5),
+            "warden holds connections",
+            || async { (count().await >= 1).then_some(()) },
+        )
+        .await;
         let stopping = Instant::now();
         d.signal("TERM");
         let status = d.wait_exit(Duration::from_secs(6));
         assert_eq!(status.code(), Some(0), "{}", d.logs());
-        assert!(stopping.elapsed() < Duration::from_secs(4), "took {:?}", stopping.elapsed());
-        eventually(Duration::from_secs(2), "no warden connection left", || async { (count().await == 0).then_some(()) }).await;
+        assert!(
+            stopping.elapsed() < Duration::from_secs(4),
+            "took {:?}",
+            stopping.elapsed()
+        );
+        eventually(
+            Duration::from_secs(2),
+            "no warden connection left",
+            || async { (count().await == 0).then_some(()) },
+        )
+        .await;
         let logs = d.logs();
         assert!(logs.contains("\"signal\":\"SIGTERM\""), "{logs}");
     });
@@ -124,36 +171,55 @@ fn sigterm_exits_0_and_closes_every_connection() {
 fn wrong_passwords_show_in_health_and_never_leak() {
     let pg = PgServer::start_with_password("right-pass-8c1");
     let stub = BoltStub::start("unauthorized.script");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut env = fast_env(
             &stub.uri(),
-            &format!("postgres://postgres:wrong-pass-5d2@127.0.0.1:{}/postgres", pg.port),
+            &format!(
+                "postgres://postgres:wrong-pass-5d2@127.0.0.1:{}/postgres",
+                pg.port
+            ),
         );
         env.retain(|(k, _)| *k != "NEO4J_PASSWORD");
         env.push(("NEO4J_PASSWORD", "wrong-graph-pass".into()));
         let d = Daemon::spawn(&[], &env);
-        let body = eventually(Duration::from_secs(10), "both show authentication failures", || async {
-            let text = d.get_text("/health/detailed").await?;
-            let v: Value = serde_json::from_str(&text).ok()?;
-            let pg_err = v["components"]["postgres"]["last_error"].as_str()?.to_owned();
-            let neo_err = v["components"]["neo4j"]["last_error"].as_str()?.to_owned();
-            (pg_err.contains("authentication failed") && neo_err.contains("authentication failed")).then_some(text)
-        })
+        let body = eventually(
+            Duration::from_secs(10),
+            "both show authentication failures",
+            || async {
+                let text = d.get_text("/health/detailed").await?;
+                let v: Value = serde_json::from_str(&text).ok()?;
+                let pg_err = v["components"]["postgres"]["last_error"]
+                    .as_str()?
+                    .to_owned();
+                let neo_err = v["components"]["neo4j"]["last_error"].as_str()?.to_owned();
+                (pg_err.contains("authentication failed")
+                    && neo_err.contains("authentication failed"))
+                .then_some(text)
+            },
+        )
         .await;
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "degraded");
         assert_eq!(v["components"]["postgres"]["healthy"], false);
         // Not retried hot: the actor waits out its backoff between attempts.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let failures = component(&d, "postgres").await.unwrap()["consecutive_failures"].as_u64().unwrap();
+        let failures = component(&d, "postgres").await.unwrap()["consecutive_failures"]
+            .as_u64()
+            .unwrap();
         assert!(failures <= 6, "{failures} attempts in about a second");
         let logs = d.logs();
         for secret in ["wrong-pass-5d2", "wrong-graph-pass"] {
             assert!(!body.contains(secret), "{secret} in HTTP output: {body}");
             assert!(!logs.contains(secret), "{secret} in logs");
         }
-        assert!(logs.contains("authentication failed"), "the failure is logged");
+        assert!(
+            logs.contains("authentication failed"),
+            "the failure is logged"
+        );
     });
 }
 
@@ -165,7 +231,10 @@ fn a_hung_database_never_slows_health() {
     let pg_proxy = Proxy::start(pg.port);
     let graph_hole = Proxy::start(support::free_port());
     graph_hole.hang();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let env = fast_env(
             &format!("bolt://127.0.0.1:{}", graph_hole.port),
@@ -188,17 +257,25 @@ fn a_hung_database_never_slows_health() {
             let v: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
             worst = worst.max(started.elapsed());
             if v["components"]["postgres"]["healthy"] == false && pg_error.is_none() {
-                pg_error = v["components"]["postgres"]["last_error"].as_str().map(str::to_owned);
+                pg_error = v["components"]["postgres"]["last_error"]
+                    .as_str()
+                    .map(str::to_owned);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(worst < Duration::from_millis(100), "slowest health answer {worst:?}");
+        assert!(
+            worst < Duration::from_millis(100),
+            "slowest health answer {worst:?}"
+        );
         // The first failure is the probe's; reconnects then time out in their connect.
         let pg_error = pg_error.expect("postgres became unhealthy while hung");
         assert!(pg_error.contains("probe timed out"), "{pg_error}");
         let neo = component(&d, "neo4j").await.unwrap();
         assert_eq!(neo["healthy"], false);
-        assert!(neo["last_error"].as_str().unwrap().contains("timed out"), "{neo}");
+        assert!(
+            neo["last_error"].as_str().unwrap().contains("timed out"),
+            "{neo}"
+        );
         let (status, _) = d.get("/health/ready").await.unwrap();
         assert_eq!(status, 503);
     });
@@ -211,10 +288,19 @@ fn starts_with_databases_down_and_connects_when_they_appear() {
     let pg = PgServer::start();
     pg.stop();
     let graph_port = support::free_low_port();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let d = Daemon::spawn(&[], &fast_env(&format!("bolt://127.0.0.1:{graph_port}"), &pg.url()));
-        let (status, live) = eventually(Duration::from_secs(10), "health served", || d.get("/health")).await;
+        let d = Daemon::spawn(
+            &[],
+            &fast_env(&format!("bolt://127.0.0.1:{graph_port}"), &pg.url()),
+        );
+        let (status, live) = eventually(Duration::from_secs(10), "health served", || {
+            d.get("/health")
+        })
+        .await;
         assert_eq!((status, live), (200, serde_json::json!({"status": "ok"})));
         let (status, body) = d.get("/health/detailed").await.unwrap();
         assert_eq!(status, 200);
@@ -249,9 +335,18 @@ fn starts_with_databases_down_and_connects_when_they_appear() {
 /// Unknown paths get a JSON 404, wrong methods a JSON 405, in the same shape.
 #[test]
 fn http_errors_are_json() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let d = Daemon::spawn(&[], &fast_env(&format!("bolt://{}", nowhere()), &format!("postgres://postgres@{}/postgres", nowhere())));
+        let d = Daemon::spawn(
+            &[],
+            &fast_env(
+                &format!("bolt://{}", nowhere()),
+                &format!("postgres://postgres@{}/postgres", nowhere()),
+            ),
+        );
         let (status, body) = eventually(Duration::from_secs(10), "404", || d.get("/nope")).await;
         assert_eq!(status, 404);
         assert_eq!(body["error"]["code"], "NOT_FOUND");
@@ -272,7 +367,10 @@ fn http_errors_are_json() {
 #[test]
 fn a_panicking_actor_stops_the_daemon() {
     let pg = PgServer::start();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut env = fast_env(&format!("bolt://{}", nowhere()), &pg.url());
         env.push(("WARDEN_FAULT_CRASH", "postgres:1500ms".into()));

@@ -11,7 +11,10 @@ use warden_actors::{health::ComponentStatus, Cypher, Database, Warden, WardenErr
 
 /// A PostgreSQL URL where nothing listens: these tests are about the graph only.
 fn no_pg() -> String {
-    format!("postgres://postgres@127.0.0.1:{}/postgres", support::free_port())
+    format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        support::free_port()
+    )
 }
 
 /// Settings for a scripted stub: probes only when the script expects them.
@@ -42,15 +45,26 @@ fn ping_and_probes_over_bolt() {
         let warden = Warden::start(settings).unwrap();
         neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
         let c = warden.health_handle().view().components[&Database::Neo4j].clone();
-        assert!(c.healthy && c.latency_ms.is_some() && c.last_ok_at.is_some(), "{c:?}");
+        assert!(
+            c.healthy && c.latency_ms.is_some() && c.last_ok_at.is_some(),
+            "{c:?}"
+        );
         // Two probes later the script ends and the stub closes the connection.
         neo4j_status(&warden, ComponentStatus::Backoff, Duration::from_secs(5)).await;
         let c = warden.health_handle().view().components[&Database::Neo4j].clone();
-        assert!(!c.healthy && c.last_error.is_some() && c.next_attempt_at.is_some(), "{c:?}");
+        assert!(
+            !c.healthy && c.last_error.is_some() && c.next_attempt_at.is_some(),
+            "{c:?}"
+        );
         warden.shutdown(Duration::from_secs(1)).await;
     });
     eventually_exit(&mut stub);
-    assert_eq!(stub.exit_code(), Some(0), "script mismatch:\n{}", stub.log());
+    assert_eq!(
+        stub.exit_code(),
+        Some(0),
+        "script mismatch:\n{}",
+        stub.log()
+    );
 }
 
 fn eventually_exit(stub: &mut BoltStub) {
@@ -70,15 +84,26 @@ fn transient_errors_are_retried() {
         neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
         let rows = warden
             .neo4j
-            .send(Cypher::new("MATCH (w:Wallet {address: $address}) RETURN w.balance AS balance").param("address", "0xabc"))
+            .send(
+                Cypher::new("MATCH (w:Wallet {address: $address}) RETURN w.balance AS balance")
+                    .param("address", "0xabc"),
+            )
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("{e}\n{}", stub.log()));
-        assert_eq!(rows, vec![json!({"balance": 42}).as_object().unwrap().clone()]);
+        assert_eq!(
+            rows,
+            vec![json!({"balance": 42}).as_object().unwrap().clone()]
+        );
         warden.shutdown(Duration::from_secs(1)).await;
     });
     eventually_exit(&mut stub);
-    assert_eq!(stub.exit_code(), Some(0), "script mismatch:\n{}", stub.log());
+    assert_eq!(
+        stub.exit_code(),
+        Some(0),
+        "script mismatch:\n{}",
+        stub.log()
+    );
 }
 
 /// A server that closes in the middle of a result: the call ends at once with a connection
@@ -96,7 +121,11 @@ fn a_close_mid_result_fails_the_call_and_the_connection() {
             .await
             .unwrap()
             .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
         assert!(matches!(err, WardenError::Connection { .. }), "{err:?}");
         neo4j_status(&warden, ComponentStatus::Backoff, Duration::from_secs(2)).await;
         warden.shutdown(Duration::from_secs(1)).await;
@@ -158,16 +187,27 @@ fn graph_kill9_is_detected_and_recovered() {
         let killed = Instant::now();
         graph.kill9();
         let h = health.clone();
-        eventually(detect_bound + Duration::from_secs(1), "neo4j unhealthy", || {
-            let v = h.view();
-            async move { (!v.components[&Database::Neo4j].healthy).then_some(()) }
-        })
+        eventually(
+            detect_bound + Duration::from_secs(1),
+            "neo4j unhealthy",
+            || {
+                let v = h.view();
+                async move { (!v.components[&Database::Neo4j].healthy).then_some(()) }
+            },
+        )
         .await;
         let detected = killed.elapsed();
-        assert!(detected <= detect_bound + Duration::from_millis(150), "detection took {detected:?}");
+        assert!(
+            detected <= detect_bound + Duration::from_millis(150),
+            "detection took {detected:?}"
+        );
         assert!(!health.view().ready());
         let started = Instant::now();
-        let result = warden.neo4j.send(Cypher::new("RETURN 1 AS one")).await.unwrap();
+        let result = warden
+            .neo4j
+            .send(Cypher::new("RETURN 1 AS one"))
+            .await
+            .unwrap();
         assert!(result.is_err());
         assert!(started.elapsed() < query_timeout);
 
@@ -180,10 +220,18 @@ fn graph_kill9_is_detected_and_recovered() {
         let restarted = Instant::now();
         neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
         let recovered = restarted.elapsed();
-        assert!(recovered <= pending + Duration::from_secs(1), "recovery took {recovered:?}, pending {pending:?}");
+        assert!(
+            recovered <= pending + Duration::from_secs(1),
+            "recovery took {recovered:?}, pending {pending:?}"
+        );
         let rows = eventually(Duration::from_secs(3), "calls succeed again", || {
             let addr = warden.neo4j.clone();
-            async move { addr.send(Cypher::new("RETURN 1 AS one")).await.unwrap().ok() }
+            async move {
+                addr.send(Cypher::new("RETURN 1 AS one"))
+                    .await
+                    .unwrap()
+                    .ok()
+            }
         })
         .await;
         assert_eq!(rows[0]["one"], json!(1));

@@ -18,7 +18,9 @@ async fn pg_connected(warden: &Warden) {
     let h = warden.health_handle();
     eventually(Duration::from_secs(10), "postgres connected", || {
         let v = h.view();
-        async move { (v.components[&Database::Postgres].status == ComponentStatus::Connected).then_some(()) }
+        async move {
+            (v.components[&Database::Postgres].status == ComponentStatus::Connected).then_some(())
+        }
     })
     .await;
 }
@@ -84,16 +86,25 @@ fn sql_returns_typed_rows_and_binds_params() {
         assert!(rows[0]["updated_at"].as_str().unwrap().ends_with('Z'));
         let rows = warden
             .postgres
-            .send(Sql::new("SELECT count(*) AS n FROM walltrack._sqlx_migrations"))
+            .send(Sql::new(
+                "SELECT count(*) AS n FROM walltrack._sqlx_migrations",
+            ))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(rows[0]["n"], json!(1));
 
         // The caller's mistake comes back typed, with the SQLSTATE, and is not transient.
-        let err = warden.postgres.send(Sql::new("SELEC 1")).await.unwrap().unwrap_err();
+        let err = warden
+            .postgres
+            .send(Sql::new("SELEC 1"))
+            .await
+            .unwrap()
+            .unwrap_err();
         match &err {
-            WardenError::Query { code, transient, .. } => {
+            WardenError::Query {
+                code, transient, ..
+            } => {
                 assert_eq!(code, "42601");
                 assert!(!transient);
             }
@@ -123,7 +134,10 @@ fn postgres_kill9_is_detected_and_recovered() {
                 let addr = warden.postgres.clone();
                 actix::spawn(async move {
                     let started = Instant::now();
-                    let result = addr.send(Sql::new("SELECT pg_sleep(10)")).await.expect("mailbox");
+                    let result = addr
+                        .send(Sql::new("SELECT pg_sleep(10)"))
+                        .await
+                        .expect("mailbox");
                     (result, started.elapsed())
                 })
             })
@@ -133,10 +147,14 @@ fn postgres_kill9_is_detected_and_recovered() {
         let killed = Instant::now();
         pg.kill9();
         let h = health.clone();
-        eventually(detect_bound + Duration::from_secs(1), "postgres unhealthy", || {
-            let v = h.view();
-            async move { (!v.components[&Database::Postgres].healthy).then_some(()) }
-        })
+        eventually(
+            detect_bound + Duration::from_secs(1),
+            "postgres unhealthy",
+            || {
+                let v = h.view();
+                async move { (!v.components[&Database::Postgres].healthy).then_some(()) }
+            },
+        )
         .await;
         let detected = killed.elapsed();
         assert!(
@@ -147,13 +165,28 @@ fn postgres_kill9_is_detected_and_recovered() {
 
         for call in in_flight {
             let (result, took) = call.await.expect("task");
-            assert!(result.is_err(), "a call in flight must fail, got {result:?}");
-            assert!(took <= query_timeout + Duration::from_millis(200), "call took {took:?}");
+            assert!(
+                result.is_err(),
+                "a call in flight must fail, got {result:?}"
+            );
+            assert!(
+                took <= query_timeout + Duration::from_millis(200),
+                "call took {took:?}"
+            );
         }
         let started = Instant::now();
-        let err = warden.postgres.send(Sql::new("SELECT 1")).await.unwrap().unwrap_err();
+        let err = warden
+            .postgres
+            .send(Sql::new("SELECT 1"))
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(err.is_transient(), "{err:?}");
-        assert!(started.elapsed() < Duration::from_millis(100), "refusal took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "refusal took {:?}",
+            started.elapsed()
+        );
 
         // Let it back off a few times, then bring the server back.
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -199,32 +232,77 @@ fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
         pg_connected(&warden).await;
 
         for _ in 0..10 {
-            let err = warden.postgres.send(Sql::new("SELECT * FROM no_such_table")).await.unwrap().unwrap_err();
-            assert!(matches!(err, WardenError::Query { transient: false, .. }), "{err:?}");
+            let err = warden
+                .postgres
+                .send(Sql::new("SELECT * FROM no_such_table"))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    WardenError::Query {
+                        transient: false,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
         }
-        let circuit = warden.breaker.send(warden_actors::breaker::GetCircuit(Database::Postgres)).await.unwrap();
-        assert!(circuit.is_clean(), "caller mistakes must not count: {circuit:?}");
+        let circuit = warden
+            .breaker
+            .send(warden_actors::breaker::GetCircuit(Database::Postgres))
+            .await
+            .unwrap();
+        assert!(
+            circuit.is_clean(),
+            "caller mistakes must not count: {circuit:?}"
+        );
 
         // 40001 serialization_failure: transient, counts against the circuit.
         let fail = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$";
         for i in 0..5 {
-            let err = warden.postgres.send(Sql::new(fail)).await.unwrap().unwrap_err();
-            assert!(matches!(err, WardenError::Query { transient: true, .. }), "call {i}: {err:?}");
+            let err = warden
+                .postgres
+                .send(Sql::new(fail))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    WardenError::Query {
+                        transient: true,
+                        ..
+                    }
+                ),
+                "call {i}: {err:?}"
+            );
         }
         // The breaker hears outcomes asynchronously; poll for the refusal.
         let (retry_after, opened) = eventually(Duration::from_secs(2), "circuit open", || {
             let addr = warden.postgres.clone();
             async move {
                 match addr.send(Sql::new("SELECT 1")).await.unwrap() {
-                    Err(WardenError::CircuitOpen { retry_after, .. }) => Some((retry_after, Instant::now())),
+                    Err(WardenError::CircuitOpen { retry_after, .. }) => {
+                        Some((retry_after, Instant::now()))
+                    }
                     _ => None,
                 }
             }
         })
         .await;
-        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(1500), "{retry_after:?}");
+        assert!(
+            retry_after > Duration::ZERO && retry_after <= Duration::from_millis(1500),
+            "{retry_after:?}"
+        );
         let started = Instant::now();
-        let err = warden.postgres.send(Sql::new("SELECT 1")).await.unwrap().unwrap_err();
+        let err = warden
+            .postgres
+            .send(Sql::new("SELECT 1"))
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(err, WardenError::CircuitOpen { .. }));
         assert!(started.elapsed() < Duration::from_millis(50));
         let view = health.view();
@@ -239,7 +317,10 @@ fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
         })
         .await;
         assert_eq!(rows[0]["one"], json!(1));
-        assert!(opened.elapsed() >= Duration::from_millis(1300), "closed before the cooldown ended");
+        assert!(
+            opened.elapsed() >= Duration::from_millis(1300),
+            "closed before the cooldown ended"
+        );
         warden.shutdown(Duration::from_secs(2)).await;
     });
 }
@@ -251,7 +332,10 @@ fn fifty_flaps_never_exceed_max_connections() {
     let pg = PgServer::start();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        let mut settings = fast_settings(&no_graph(), &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port));
+        let mut settings = fast_settings(
+            &no_graph(),
+            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+        );
         settings.postgres.max_connections = 4;
         settings.backoff.initial = Duration::from_millis(20);
         settings.backoff.max = Duration::from_millis(60);
@@ -300,8 +384,16 @@ fn fifty_flaps_never_exceed_max_connections() {
         assert!(peak >= 1);
         assert!(ok > 50, "calls kept succeeding between flaps ({ok})");
         let restarts = warden.health_handle().view().components[&Database::Postgres].restarts;
-        assert!(restarts >= 25, "the flaps were seen: {restarts} restarts for 50 resets");
-        assert!(warden.postgres.send(Sql::new("SELECT 1")).await.unwrap().is_ok());
+        assert!(
+            restarts >= 25,
+            "the flaps were seen: {restarts} restarts for 50 resets"
+        );
+        assert!(warden
+            .postgres
+            .send(Sql::new("SELECT 1"))
+            .await
+            .unwrap()
+            .is_ok());
         warden.shutdown(Duration::from_secs(2)).await;
     });
 }
@@ -313,7 +405,10 @@ fn reconnects_follow_the_backoff_schedule() {
     let proxy = Proxy::start(support::free_port());
     proxy.close_new(true);
     actix_test(async {
-        let mut settings = fast_settings(&no_graph(), &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port));
+        let mut settings = fast_settings(
+            &no_graph(),
+            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+        );
         settings.backoff.initial = Duration::from_millis(100);
         settings.backoff.max = Duration::from_millis(400);
         settings.backoff.multiplier = 2.0;
@@ -323,15 +418,28 @@ fn reconnects_follow_the_backoff_schedule() {
         tokio::time::sleep(Duration::from_millis(3000)).await;
         let attempts = proxy.accepted();
         // 100, 200, 400, 400, ... ms (±20 %) fit 7 to 10 attempts in 3 s.
-        assert!((6..=11).contains(&attempts.len()), "{} attempts in 3 s", attempts.len());
+        assert!(
+            (6..=11).contains(&attempts.len()),
+            "{} attempts in 3 s",
+            attempts.len()
+        );
         for (i, pair) in attempts.windows(2).enumerate() {
             let gap = pair[1] - pair[0];
             let (lo, hi) = schedule.bounds(i as u32);
-            assert!(gap + Duration::from_millis(5) >= lo, "attempt {i}: gap {gap:?} < {lo:?}");
-            assert!(gap <= hi + Duration::from_millis(150), "attempt {i}: gap {gap:?} > {hi:?}");
+            assert!(
+                gap + Duration::from_millis(5) >= lo,
+                "attempt {i}: gap {gap:?} < {lo:?}"
+            );
+            assert!(
+                gap <= hi + Duration::from_millis(150),
+                "attempt {i}: gap {gap:?} > {hi:?}"
+            );
         }
         let view = warden.health_handle().view();
-        assert_eq!(view.components[&Database::Postgres].status, ComponentStatus::Backoff);
+        assert_eq!(
+            view.components[&Database::Postgres].status,
+            ComponentStatus::Backoff
+        );
         warden.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -356,9 +464,16 @@ fn concurrent_migrations_are_safe() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let admin = pg.admin().await;
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM walltrack._sqlx_migrations")
@@ -393,12 +508,16 @@ fn a_panicking_actor_is_stopped_and_fatal() {
         let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).unwrap();
         pg_connected(&warden).await;
         warden.postgres.do_send(warden_actors::faults::Crash);
-        let reason = tokio::time::timeout(Duration::from_secs(5), warden.fatal()).await.expect("fatal fires");
+        let reason = tokio::time::timeout(Duration::from_secs(5), warden.fatal())
+            .await
+            .expect("fatal fires");
         assert!(reason.contains("postgres actor panicked"), "{reason}");
         let h = warden.health_handle();
         eventually(Duration::from_secs(2), "postgres stopped", || {
             let v = h.view();
-            async move { (v.components[&Database::Postgres].status == ComponentStatus::Stopped).then_some(()) }
+            async move {
+                (v.components[&Database::Postgres].status == ComponentStatus::Stopped).then_some(())
+            }
         })
         .await;
         assert!(h.view().any_stopped());

@@ -27,8 +27,16 @@ impl Backoff {
     /// `multiplier >= 1`, `jitter` in `0..=1`. Settings are validated at startup, so clamping
     /// only ever matters for programmatic use.
     pub fn new(initial: Duration, max: Duration, multiplier: f64, jitter: f64) -> Self {
-        let multiplier = if multiplier.is_finite() { multiplier.max(1.0) } else { 1.0 };
-        let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+        let multiplier = if multiplier.is_finite() {
+            multiplier.max(1.0)
+        } else {
+            1.0
+        };
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         Self {
             initial,
             max: max.max(initial),

@@ -82,7 +82,11 @@ impl Circuit {
     /// before anyone calls [`Circuit::tick`].
     pub fn state(&self, now: Instant) -> CircuitState {
         match self.state {
-            CircuitState::Open { since, until, failures } if now >= until => CircuitState::HalfOpen { since, failures },
+            CircuitState::Open {
+                since,
+                until,
+                failures,
+            } if now >= until => CircuitState::HalfOpen { since, failures },
             s => s,
         }
     }
@@ -157,13 +161,27 @@ impl Circuit {
             }
             // While open nothing closes it early: a success is a call that was already in
             // flight. Failures are counted but do not extend the cooldown.
-            (CircuitState::Open { since, until, failures }, success, _) => CircuitState::Open {
+            (
+                CircuitState::Open {
+                    since,
+                    until,
+                    failures,
+                },
+                success,
+                _,
+            ) => CircuitState::Open {
                 since,
                 until,
-                failures: if success { failures } else { failures.saturating_add(1) },
+                failures: if success {
+                    failures
+                } else {
+                    failures.saturating_add(1)
+                },
             },
             // Half-open: the probe is the trial. Success closes, failure re-opens.
-            (CircuitState::HalfOpen { .. }, true, Source::Probe) => CircuitState::Closed { failures: 0 },
+            (CircuitState::HalfOpen { .. }, true, Source::Probe) => {
+                CircuitState::Closed { failures: 0 }
+            }
             (CircuitState::HalfOpen { failures, .. }, false, Source::Probe) => CircuitState::Open {
                 since: now,
                 until: now + cooldown,
@@ -194,7 +212,10 @@ mod tests {
         assert_eq!(c.check(t), Ok(()));
         assert!(c.record(false, Source::Query, t));
         assert_eq!(c.status(t), CircuitStatus::Open);
-        assert_eq!(c.check(t + Duration::from_secs(4)), Err(Duration::from_secs(6)));
+        assert_eq!(
+            c.check(t + Duration::from_secs(4)),
+            Err(Duration::from_secs(6))
+        );
         assert_eq!(c.opened_at(), Some(t));
     }
 

@@ -133,7 +133,9 @@ impl<C: Clone + 'static> Link<C> {
     ) -> Self {
         Self {
             database,
-            state: ArcSwap::from_pointee(LinkState::Connecting { until: Instant::now() }),
+            state: ArcSwap::from_pointee(LinkState::Connecting {
+                until: Instant::now(),
+            }),
             board,
             breaker,
             retry,
@@ -230,10 +232,12 @@ impl<C: Clone + 'static> Link<C> {
         }
         match &**self.state.load() {
             LinkState::Connected { client, generation } => Ok((client.clone(), *generation)),
-            LinkState::Connecting { until } | LinkState::Backoff { until } => Err(WardenError::Unavailable {
-                database: self.database,
-                retry_after: until.saturating_duration_since(now),
-            }),
+            LinkState::Connecting { until } | LinkState::Backoff { until } => {
+                Err(WardenError::Unavailable {
+                    database: self.database,
+                    retry_after: until.saturating_duration_since(now),
+                })
+            }
             LinkState::Stopped => Err(WardenError::Stopped {
                 database: self.database,
             }),
@@ -391,10 +395,13 @@ impl<D: Driver> ConnectionActor<D> {
                 }),
             }
         };
-        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| match result {
-            Ok(client) => act.on_connected(client, started.elapsed()),
-            Err(err) => act.on_failure(err, ctx),
-        }));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(client) => act.on_connected(client, started.elapsed()),
+                    Err(err) => act.on_failure(err, ctx),
+                }),
+        );
     }
 
     fn on_connected(&mut self, client: D::Client, latency: Duration) {
@@ -430,7 +437,8 @@ impl<D: Driver> ConnectionActor<D> {
         self.feed_breaker(false);
         self.report.consecutive_failures = self.report.consecutive_failures.saturating_add(1);
         self.report.last_error = Some(err.to_string());
-        self.report.next_attempt_at = Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+        self.report.next_attempt_at =
+            Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
         tracing::warn!(
             database = %D::DATABASE,
             attempt = self.backoff.attempt(),
@@ -503,7 +511,9 @@ impl<D: Driver> Actor for ConnectionActor<D> {
             return;
         }
         self.connect(ctx);
-        ctx.run_interval(self.driver.timings().probe_interval, |act, ctx| act.tick(ctx));
+        ctx.run_interval(self.driver.timings().probe_interval, |act, ctx| {
+            act.tick(ctx)
+        });
     }
 }
 

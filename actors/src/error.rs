@@ -170,9 +170,9 @@ impl WardenError {
             | WardenError::Timeout { .. }
             | WardenError::Connection { .. } => true,
             WardenError::Query { transient, .. } => *transient,
-            WardenError::Authentication { .. } | WardenError::Conversion { .. } | WardenError::Stopped { .. } => {
-                false
-            }
+            WardenError::Authentication { .. }
+            | WardenError::Conversion { .. }
+            | WardenError::Stopped { .. } => false,
         }
     }
 
@@ -181,7 +181,9 @@ impl WardenError {
     /// would keep a circuit open for ever.
     pub fn counts_against_circuit(&self) -> bool {
         match self {
-            WardenError::Timeout { .. } | WardenError::Connection { .. } | WardenError::Authentication { .. } => true,
+            WardenError::Timeout { .. }
+            | WardenError::Connection { .. }
+            | WardenError::Authentication { .. } => true,
             WardenError::Query { transient, .. } => *transient,
             WardenError::CircuitOpen { .. }
             | WardenError::Unavailable { .. }
@@ -192,7 +194,10 @@ impl WardenError {
 
     /// Whether the connection is unusable, so the actor must drop it and reconnect.
     pub fn is_connection_loss(&self) -> bool {
-        matches!(self, WardenError::Connection { .. } | WardenError::Authentication { .. })
+        matches!(
+            self,
+            WardenError::Connection { .. } | WardenError::Authentication { .. }
+        )
     }
 
     /// The code behind the error, for health output and logs.
@@ -229,10 +234,12 @@ pub(crate) fn from_sqlx(err: &sqlx::Error, after: Duration, secrets: &[&Secret])
             database,
             message: clean(&err.to_string()),
         },
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => WardenError::Connection {
-            database,
-            message: clean(&err.to_string()),
-        },
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            WardenError::Connection {
+                database,
+                message: clean(&err.to_string()),
+            }
+        }
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
         | sqlx::Error::Encode(_)
@@ -312,10 +319,12 @@ pub(crate) fn from_neo4rs(err: &neo4rs::Error, secrets: &[&Secret]) -> WardenErr
                     message: format!("[{code}] {message}"),
                 },
                 // SessionExpired / FatalDiscovery: the server we talk to can no longer serve us.
-                K::Client(C::SessionExpired) | K::Client(C::FatalDiscovery) => WardenError::Connection {
-                    database,
-                    message: format!("[{code}] {message}"),
-                },
+                K::Client(C::SessionExpired) | K::Client(C::FatalDiscovery) => {
+                    WardenError::Connection {
+                        database,
+                        message: format!("[{code}] {message}"),
+                    }
+                }
                 // Neo.TransientError.*: the server asks for a retry (deadlock, leader switch,
                 // memory pressure). neo4rs retries these itself inside each attempt.
                 K::Transient => WardenError::Query {
@@ -344,12 +353,12 @@ pub(crate) fn from_neo4rs(err: &neo4rs::Error, secrets: &[&Secret]) -> WardenErr
             phase: TimeoutPhase::Connect,
             after: Duration::ZERO,
         },
-        neo4rs::Error::DeserializationError(_) | neo4rs::Error::ConversionError | neo4rs::Error::UnknownType(_) => {
-            WardenError::Conversion {
-                database,
-                message: clean(&err.to_string()),
-            }
-        }
+        neo4rs::Error::DeserializationError(_)
+        | neo4rs::Error::ConversionError
+        | neo4rs::Error::UnknownType(_) => WardenError::Conversion {
+            database,
+            message: clean(&err.to_string()),
+        },
         neo4rs::Error::InvalidInteger(..)
         | neo4rs::Error::IntegerOverflow(..)
         | neo4rs::Error::StringTooLong
@@ -375,7 +384,7 @@ mod tests {
     #[test]
     fn sqlstates_are_classified_by_code() {
         let q = |c: &str| classify_sqlstate(c, "m".into());
-        assert!(q("42601").counts_against_circuit() == false && !q("42601").is_transient());
+        assert!(!q("42601").counts_against_circuit() && !q("42601").is_transient());
         assert!(!q("23505").is_transient());
         assert!(q("40001").is_transient() && q("40001").counts_against_circuit());
         assert!(q("40P01").is_transient());

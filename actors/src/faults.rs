@@ -16,7 +16,10 @@ impl<D: crate::connection::Driver> actix::Handler<Crash> for crate::connection::
     type Result = ();
 
     fn handle(&mut self, _: Crash, _: &mut Self::Context) {
-        panic!("injected fault: the {} actor was told to crash", D::DATABASE);
+        panic!(
+            "injected fault: the {} actor was told to crash",
+            D::DATABASE
+        );
     }
 }
 

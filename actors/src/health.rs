@@ -153,14 +153,16 @@ impl HealthView {
     /// Ready to serve: every database connected and no circuit open or half-open. Can flip back
     /// to not ready at any time, when a probe fails or a circuit opens.
     pub fn ready(&self) -> bool {
-        self.components
-            .values()
-            .all(|c| c.status == ComponentStatus::Connected && c.circuit.state == CircuitStatus::Closed)
+        self.components.values().all(|c| {
+            c.status == ComponentStatus::Connected && c.circuit.state == CircuitStatus::Closed
+        })
     }
 
     /// Whether any actor has stopped for good.
     pub fn any_stopped(&self) -> bool {
-        self.components.values().any(|c| c.status == ComponentStatus::Stopped)
+        self.components
+            .values()
+            .any(|c| c.status == ComponentStatus::Stopped)
     }
 }
 
@@ -181,7 +183,8 @@ impl HealthSnapshot {
 impl Entry {
     fn view(&self, now: Instant, wall: DateTime<Utc>) -> ComponentHealth {
         let r = &self.report;
-        let stale = r.state != ConnState::Stopped && now.duration_since(self.reported_at) > self.stale_after;
+        let stale = r.state != ConnState::Stopped
+            && now.duration_since(self.reported_at) > self.stale_after;
         let status = if stale {
             ComponentStatus::Stale
         } else {
@@ -193,7 +196,9 @@ impl Entry {
             }
         };
         let circuit_status = self.circuit.status(now);
-        let to_wall = |at: Instant| wall - chrono::Duration::from_std(now.saturating_duration_since(at)).unwrap_or_default();
+        let to_wall = |at: Instant| {
+            wall - chrono::Duration::from_std(now.saturating_duration_since(at)).unwrap_or_default()
+        };
         let circuit = CircuitHealth {
             state: circuit_status,
             consecutive_failures: self.circuit.failures(),
@@ -206,7 +211,8 @@ impl Entry {
         };
         ComponentHealth {
             status,
-            healthy: status == ComponentStatus::Connected && circuit_status == CircuitStatus::Closed,
+            healthy: status == ComponentStatus::Connected
+                && circuit_status == CircuitStatus::Closed,
             latency_ms: r.latency.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
             last_ok_at: r.last_ok_at,
             last_error: r.last_error.clone(),
@@ -286,7 +292,10 @@ impl HealthActor {
             .collect();
         let snapshot = HealthSnapshot { entries };
         let published = Arc::new(ArcSwap::from_pointee(snapshot.clone()));
-        Self { snapshot, published }
+        Self {
+            snapshot,
+            published,
+        }
     }
 
     /// The reader for HTTP workers; valid for the actor's whole life.
@@ -358,14 +367,17 @@ mod tests {
 
     #[test]
     fn a_silent_component_is_stale_and_unhealthy() {
-        let fresh = entry(ConnState::Connected, Duration::from_secs(1)).view(Instant::now(), Utc::now());
+        let fresh =
+            entry(ConnState::Connected, Duration::from_secs(1)).view(Instant::now(), Utc::now());
         assert_eq!(fresh.status, ComponentStatus::Connected);
         assert!(fresh.healthy);
-        let old = entry(ConnState::Connected, Duration::from_secs(7)).view(Instant::now(), Utc::now());
+        let old =
+            entry(ConnState::Connected, Duration::from_secs(7)).view(Instant::now(), Utc::now());
         assert_eq!(old.status, ComponentStatus::Stale);
         assert!(!old.healthy);
         // A stopped actor stays `stopped`, however long ago it said so.
-        let stopped = entry(ConnState::Stopped, Duration::from_secs(70)).view(Instant::now(), Utc::now());
+        let stopped =
+            entry(ConnState::Stopped, Duration::from_secs(70)).view(Instant::now(), Utc::now());
         assert_eq!(stopped.status, ComponentStatus::Stopped);
     }
 

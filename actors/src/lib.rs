@@ -92,8 +92,16 @@ impl Warden {
         let pg_circuit = circuit(settings.postgres.probe_interval);
 
         let health_actor = HealthActor::new(&[
-            (Database::Neo4j, settings.neo4j.probe_interval, neo4j_circuit),
-            (Database::Postgres, settings.postgres.probe_interval, pg_circuit),
+            (
+                Database::Neo4j,
+                settings.neo4j.probe_interval,
+                neo4j_circuit,
+            ),
+            (
+                Database::Postgres,
+                settings.postgres.probe_interval,
+                pg_circuit,
+            ),
         ]);
         let health_handle = health_actor.handle();
         let health = HealthActor::start_in_arbiter(&handle, move |_| health_actor);

@@ -178,15 +178,18 @@ async fn execute(graph: &Graph, cypher: &Cypher) -> Result<Rows, WardenError> {
         })?;
         query = query.param(name, bolt);
     }
-    let mut stream = graph.execute(query).await.map_err(|e| from_neo4rs(&e, &[]))?;
+    let mut stream = graph
+        .execute(query)
+        .await
+        .map_err(|e| from_neo4rs(&e, &[]))?;
     let mut rows = Vec::new();
     while let Some(row) = stream.next().await.map_err(|e| from_neo4rs(&e, &[]))? {
-        let object = row
-            .to_strict::<Map<String, Value>>()
-            .map_err(|e| WardenError::Conversion {
-                database: Database::Neo4j,
-                message: e.to_string(),
-            })?;
+        let object =
+            row.to_strict::<Map<String, Value>>()
+                .map_err(|e| WardenError::Conversion {
+                    database: Database::Neo4j,
+                    message: e.to_string(),
+                })?;
         rows.push(object);
     }
     Ok(rows)

@@ -146,7 +146,9 @@ impl PgDriver {
         }
         for (key, value) in url.query_pairs() {
             if key == "sslmode" || key == "ssl-mode" {
-                let mode: PgSslMode = value.parse().map_err(|_| bad(format!("invalid sslmode `{value}`")))?;
+                let mode: PgSslMode = value
+                    .parse()
+                    .map_err(|_| bad(format!("invalid sslmode `{value}`")))?;
                 opts = opts.ssl_mode(mode);
             }
         }
@@ -342,7 +344,10 @@ impl sqlx::Encode<'_, Postgres> for UntypedNull {
     }
 }
 
-fn bind<'q>(query: Query<'q, Postgres, PgArguments>, value: &Value) -> Query<'q, Postgres, PgArguments> {
+fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    value: &Value,
+) -> Query<'q, Postgres, PgArguments> {
     match value {
         Value::Null => query.bind(UntypedNull),
         Value::Bool(b) => query.bind(*b),
@@ -362,7 +367,11 @@ fn row_to_json(row: &PgRow) -> Result<Map<String, Value>, WardenError> {
     for (i, column) in row.columns().iter().enumerate() {
         let value = column_to_json(row, i).map_err(|e| WardenError::Conversion {
             database: Database::Postgres,
-            message: format!("column `{}` ({}): {e}", column.name(), column.type_info().name()),
+            message: format!(
+                "column `{}` ({}): {e}",
+                column.name(),
+                column.type_info().name()
+            ),
         })?;
         out.insert(column.name().to_owned(), value);
     }
@@ -384,7 +393,9 @@ fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
         "FLOAT8" => float(row.try_get::<f64, _>(i)?),
         "NUMERIC" => Value::String(numeric_text(row, i)?),
         "VOID" => Value::Null,
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => Value::String(row.try_get(i)?),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => {
+            Value::String(row.try_get(i)?)
+        }
         "UUID" => Value::String(row.try_get::<sqlx::types::Uuid, _>(i)?.to_string()),
         "TIMESTAMPTZ" => Value::String(
             row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)?
@@ -457,11 +468,20 @@ mod tests {
     #[test]
     fn statement_timeout_stays_below_the_call_timeout() {
         let mut s = PostgresSettings::default();
-        assert_eq!(PgDriver::new(s.clone()).statement_timeout(), Duration::from_secs(27));
+        assert_eq!(
+            PgDriver::new(s.clone()).statement_timeout(),
+            Duration::from_secs(27)
+        );
         s.statement_timeout = Duration::from_secs(5);
-        assert_eq!(PgDriver::new(s.clone()).statement_timeout(), Duration::from_secs(5));
+        assert_eq!(
+            PgDriver::new(s.clone()).statement_timeout(),
+            Duration::from_secs(5)
+        );
         s.query_timeout = Duration::from_millis(500);
-        assert_eq!(PgDriver::new(s).statement_timeout(), Duration::from_millis(400));
+        assert_eq!(
+            PgDriver::new(s).statement_timeout(),
+            Duration::from_millis(400)
+        );
     }
 
     #[test]

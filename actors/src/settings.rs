@@ -251,9 +251,17 @@ impl WardenSettings {
     /// Checks every value that its type alone does not constrain.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let n = &self.neo4j;
-        let uri = Url::parse(&n.uri).map_err(|e| SettingsError::new("neo4j.uri", &n.uri, e.to_string()))?;
-        if !matches!(uri.scheme(), "bolt" | "neo4j" | "bolt+s" | "bolt+ssc" | "neo4j+s" | "neo4j+ssc") {
-            return Err(SettingsError::new("neo4j.uri", redact_url(&n.uri), "scheme must be bolt:// or neo4j://"));
+        let uri = Url::parse(&n.uri)
+            .map_err(|e| SettingsError::new("neo4j.uri", &n.uri, e.to_string()))?;
+        if !matches!(
+            uri.scheme(),
+            "bolt" | "neo4j" | "bolt+s" | "bolt+ssc" | "neo4j+s" | "neo4j+ssc"
+        ) {
+            return Err(SettingsError::new(
+                "neo4j.uri",
+                redact_url(&n.uri),
+                "scheme must be bolt:// or neo4j://",
+            ));
         }
         if uri.password().is_some() {
             return Err(SettingsError::new(
@@ -263,7 +271,11 @@ impl WardenSettings {
             ));
         }
         if uri.host_str().is_none_or(str::is_empty) {
-            return Err(SettingsError::new("neo4j.uri", &n.uri, "a host is required"));
+            return Err(SettingsError::new(
+                "neo4j.uri",
+                &n.uri,
+                "a host is required",
+            ));
         }
         positive("neo4j.max_connections", n.max_connections)?;
         nonzero("neo4j.connect_timeout", n.connect_timeout)?;
@@ -275,10 +287,18 @@ impl WardenSettings {
         let url = Url::parse(&p.url)
             .map_err(|e| SettingsError::new("postgres.url", redact_url(&p.url), e.to_string()))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(SettingsError::new("postgres.url", redact_url(&p.url), "scheme must be postgres://"));
+            return Err(SettingsError::new(
+                "postgres.url",
+                redact_url(&p.url),
+                "scheme must be postgres://",
+            ));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(SettingsError::new("postgres.url", redact_url(&p.url), "a host is required"));
+            return Err(SettingsError::new(
+                "postgres.url",
+                redact_url(&p.url),
+                "a host is required",
+            ));
         }
         for (key, _) in url.query_pairs() {
             if !matches!(key.as_ref(), "sslmode" | "ssl-mode") {
@@ -301,7 +321,10 @@ impl WardenSettings {
             return Err(SettingsError::new(
                 "postgres.min_connections",
                 p.min_connections,
-                format!("must not exceed postgres.max_connections ({})", p.max_connections),
+                format!(
+                    "must not exceed postgres.max_connections ({})",
+                    p.max_connections
+                ),
             ));
         }
         nonzero("postgres.connect_timeout", p.connect_timeout)?;
@@ -327,10 +350,18 @@ impl WardenSettings {
             ));
         }
         if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
-            return Err(SettingsError::new("backoff.multiplier", b.multiplier, "must be at least 1"));
+            return Err(SettingsError::new(
+                "backoff.multiplier",
+                b.multiplier,
+                "must be at least 1",
+            ));
         }
         if !(0.0..=1.0).contains(&b.jitter) {
-            return Err(SettingsError::new("backoff.jitter", b.jitter, "must be between 0 and 1"));
+            return Err(SettingsError::new(
+                "backoff.jitter",
+                b.jitter,
+                "must be between 0 and 1",
+            ));
         }
 
         let r = &self.retry;
@@ -390,7 +421,10 @@ pub(crate) fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(b);
                 i += 3;
                 continue;
@@ -437,15 +471,18 @@ mod tests {
 
     #[test]
     fn durations_parse_from_humantime_strings() {
-        let s: WardenSettings =
-            serde_json::from_str(r#"{"breaker": {"cooldown": "45s"}, "retry": {"initial": "250ms"}}"#).unwrap();
+        let s: WardenSettings = serde_json::from_str(
+            r#"{"breaker": {"cooldown": "45s"}, "retry": {"initial": "250ms"}}"#,
+        )
+        .unwrap();
         assert_eq!(s.breaker.cooldown, Duration::from_secs(45));
         assert_eq!(s.retry.initial, Duration::from_millis(250));
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = serde_json::from_str::<WardenSettings>(r#"{"breaker": {"cooldwn": "45s"}}"#).unwrap_err();
+        let err = serde_json::from_str::<WardenSettings>(r#"{"breaker": {"cooldwn": "45s"}}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("cooldwn"), "{err}");
     }
 
@@ -503,6 +540,9 @@ mod tests {
 
         s.neo4j.password_file = None;
         s.postgres.password_file = Some("/nonexistent/warden".into());
-        assert_eq!(s.load_secret_files().unwrap_err().key, "postgres.password_file");
+        assert_eq!(
+            s.load_secret_files().unwrap_err().key,
+            "postgres.password_file"
+        );
     }
 }

@@ -82,7 +82,11 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "warden did not exit within {within:?}:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "warden did not exit within {within:?}:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

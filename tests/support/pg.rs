@@ -19,7 +19,9 @@ pub struct PgServer {
 
 fn is_root() -> bool {
     // The uid of this process, without libc: /proc/self is owned by it.
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 impl PgServer {
@@ -38,7 +40,10 @@ impl PgServer {
             Path::new(BIN).join("initdb").exists(),
             "PostgreSQL 15 is missing: run scripts/setup-test-tools"
         );
-        let dir = tempfile::Builder::new().prefix("warden-pg-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("warden-pg-")
+            .tempdir()
+            .expect("temp dir");
         if is_root() {
             let status = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -53,18 +58,28 @@ impl PgServer {
             password,
         };
         let mut initdb = server.command("initdb");
-        initdb
-            .arg("-D")
-            .arg(server.data())
-            .args(["-U", "postgres", "-E", "UTF8", "--no-sync", "--auth-local=trust"]);
+        initdb.arg("-D").arg(server.data()).args([
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--auth-local=trust",
+        ]);
         match &server.password {
             Some(pw) => {
                 let pwfile = server.dir.path().join("pwfile");
                 std::fs::write(&pwfile, pw).expect("pwfile");
                 if is_root() {
-                    Command::new("chown").arg("postgres").arg(&pwfile).status().expect("chown");
+                    Command::new("chown")
+                        .arg("postgres")
+                        .arg(&pwfile)
+                        .status()
+                        .expect("chown");
                 }
-                initdb.arg("--auth-host=scram-sha-256").arg(format!("--pwfile={}", pwfile.display()));
+                initdb
+                    .arg("--auth-host=scram-sha-256")
+                    .arg(format!("--pwfile={}", pwfile.display()));
             }
             None => {
                 initdb.arg("--auth-host=trust");
@@ -92,7 +107,11 @@ impl PgServer {
 
     fn pg_ctl_start(&self) {
         let mut c = self.command("pg_ctl");
-        c.arg("start").arg("-w").args(["-t", "30"]).arg("-D").arg(self.data());
+        c.arg("start")
+            .arg("-w")
+            .args(["-t", "30"])
+            .arg("-D")
+            .arg(self.data());
         c.arg("-l").arg(self.dir.path().join("server.log"));
         c.arg("-o").arg(format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
@@ -120,7 +139,10 @@ impl PgServer {
     /// Stops the cluster cleanly.
     pub fn stop(&self) {
         let mut c = self.command("pg_ctl");
-        c.arg("stop").args(["-m", "fast", "-w"]).arg("-D").arg(self.data());
+        c.arg("stop")
+            .args(["-m", "fast", "-w"])
+            .arg("-D")
+            .arg(self.data());
         run(c, "pg_ctl stop");
     }
 
@@ -171,7 +193,11 @@ fn is_zombie(pid: &str) -> bool {
 }
 
 fn run(mut c: Command, what: &str) {
-    let out = c.stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect(what);
+    let out = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect(what);
     assert!(
         out.status.success(),
         "{what} failed: {}\n{}",
@@ -183,7 +209,10 @@ fn run(mut c: Command, what: &str) {
 impl Drop for PgServer {
     fn drop(&mut self) {
         let mut c = self.command("pg_ctl");
-        c.arg("stop").args(["-m", "immediate"]).arg("-D").arg(self.data());
+        c.arg("stop")
+            .args(["-m", "immediate"])
+            .arg("-D")
+            .arg(self.data());
         let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }

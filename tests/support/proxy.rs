@@ -52,10 +52,15 @@ impl Proxy {
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let acc = accepted.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
-                port_tx.send(listener.local_addr().expect("addr").port()).expect("port");
+                port_tx
+                    .send(listener.local_addr().expect("addr").port())
+                    .expect("port");
                 loop {
                     tokio::select! {
                         _ = &mut stop_rx => break,
