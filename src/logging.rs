@@ -9,13 +9,19 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. The level was validated with the configuration; `RUST_LOG`,
-/// when set, wins, for one-off debugging without editing the file.
+/// when set, wins, for one-off debugging without editing the file. The drivers' own chatter
+/// (neo4rs logs every pool it creates at info) is held at warn unless the level names them.
 pub fn init(cfg: &LogConfig) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_new(&cfg.level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.level.clone());
+    let mut directives = level.clone();
+    for driver in ["neo4rs", "sqlx"] {
+        if !level.contains(driver) {
+            directives.push_str(&format!(",{driver}=warn"));
+        }
+    }
+    let filter = EnvFilter::try_new(&directives)
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let format = cfg.format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
     } else {

@@ -364,7 +364,7 @@ impl<D: Driver> ConnectionActor<D> {
         }
         self.push_health();
         if changed {
-            tracing::info!(database = %D::DATABASE, state = ?state, "connection state changed");
+            tracing::info!(database = %D::DATABASE, state = state.as_str(), "connection state changed");
         }
     }
 

@@ -36,6 +36,18 @@ pub enum ConnState {
     Stopped,
 }
 
+impl ConnState {
+    /// The name used in health output and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Connected => "connected",
+            ConnState::Backoff => "backoff",
+            ConnState::Stopped => "stopped",
+        }
+    }
+}
+
 /// The status shown in health: the connection state, or `stale` when the actor stopped
 /// reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -91,7 +91,10 @@ impl GraphServer {
                 &format!("127.0.0.1:{}", listen.unwrap_or(0)),
                 "--upstream",
             ])
-            .arg(format!("127.0.0.1:{bolt_port}"));
+            .arg(format!("127.0.0.1:{bolt_port}"))
+            // FalkorDB accepts basic auth only for a principal that is a prefix of "falkordb"
+            // and a Redis requirepass; warden's credentials are checked by boltstub instead.
+            .args(["--upstream-auth", "none"]);
         let bridge = spawn_logged(cmd, &log);
         let line = wait_for_line(&log, "Listening on", Duration::from_secs(10));
         let port = line
