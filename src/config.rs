@@ -294,6 +294,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.neo4j.uri, "bolt://explicit:7687");
+
+        // Secrets from files, as systemd credentials and docker secrets provide them.
+        let secret = file("from-a-file\n");
+        let cfg = DaemonConfig::load(
+            None,
+            &env(&[
+                ("NEO4J_PASSWORD_FILE", secret.path().to_str().unwrap()),
+                ("NEO4J_PASSWORD", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.neo4j.password.expose(), "from-a-file");
     }
 
     #[test]

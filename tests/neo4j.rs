@@ -238,3 +238,30 @@ fn graph_kill9_is_detected_and_recovered() {
         warden.shutdown(Duration::from_secs(1)).await;
     });
 }
+
+/// While the graph server is unreachable, connect attempts (counted at a listener that
+/// accepts and closes) follow the backoff schedule: never sooner than it allows, never stuck.
+#[test]
+fn reconnects_follow_the_backoff_schedule() {
+    let proxy = support::proxy::Proxy::start(support::free_port());
+    proxy.close_new(true);
+    actix_test(async {
+        let mut settings = fast_settings(&format!("bolt://127.0.0.1:{}", proxy.port), &no_pg());
+        settings.backoff.initial = Duration::from_millis(100);
+        settings.backoff.max = Duration::from_millis(400);
+        let schedule = warden_actors::backoff::Backoff::reconnect(&settings.backoff);
+        let warden = Warden::start(settings).unwrap();
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let attempts = proxy.accepted();
+        assert!(
+            (6..=11).contains(&attempts.len()),
+            "{} attempts in 3 s",
+            attempts.len()
+        );
+        support::assert_follows_schedule(&attempts, &schedule);
+        let c = warden.health_handle().view().components[&Database::Neo4j].clone();
+        assert_eq!(c.status, ComponentStatus::Backoff);
+        assert!(c.consecutive_failures as usize >= attempts.len() - 1);
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}

@@ -70,6 +70,15 @@ impl<T: 'static> WithGraph<T> {
     }
 }
 
+/// What a connected Neo4jActor holds: the graph callers share, and a graph of one connection
+/// for probes, so that a busy pool cannot fail a probe (see `postgres::PgClient`). The probe's
+/// connection counts towards `max_connections`.
+#[derive(Clone)]
+pub struct Neo4jClient {
+    graph: Graph,
+    probe: Graph,
+}
+
 /// Connects, probes and drops neo4rs graphs.
 pub struct Neo4jDriver {
     settings: Neo4jSettings,
@@ -83,7 +92,7 @@ impl Neo4jDriver {
 }
 
 impl Driver for Neo4jDriver {
-    type Client = Graph;
+    type Client = Neo4jClient;
     const DATABASE: Database = Database::Neo4j;
 
     fn timings(&self) -> Timings {
@@ -100,35 +109,41 @@ impl Driver for Neo4jDriver {
         vec![self.settings.password.clone()]
     }
 
-    fn connect(&self) -> LocalBoxFuture<'static, Result<Graph, WardenError>> {
+    fn connect(&self) -> LocalBoxFuture<'static, Result<Neo4jClient, WardenError>> {
         let s = self.settings.clone();
         Box::pin(async move {
             let secrets = [&s.password];
             // Built field by field; the derived Debug of neo4rs's Config prints the password,
             // so it is never formatted.
-            let config = ConfigBuilder::default()
-                .uri(s.uri.as_str())
-                .user(s.user.as_str())
-                .password(s.password.expose())
-                .db(s.database.as_str())
-                .max_connections(s.max_connections as usize)
-                .connection_timeout(s.connect_timeout)
-                .build()
+            let config = |max_connections: u32| {
+                ConfigBuilder::default()
+                    .uri(s.uri.as_str())
+                    .user(s.user.as_str())
+                    .password(s.password.expose())
+                    .db(s.database.as_str())
+                    .max_connections(max_connections as usize)
+                    .connection_timeout(s.connect_timeout)
+                    .build()
+                    .map_err(|e| from_neo4rs(&e, &secrets))
+            };
+            // Both graphs connect lazily; the probe graph's first ping opens its one
+            // connection and proves the server, the call graph opens its own on demand.
+            let probe = Graph::connect(config(1)?).map_err(|e| from_neo4rs(&e, &secrets))?;
+            ping(&probe).await.map_err(|e| from_neo4rs(&e, &secrets))?;
+            let graph = Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
                 .map_err(|e| from_neo4rs(&e, &secrets))?;
-            let graph = Graph::connect(config).map_err(|e| from_neo4rs(&e, &secrets))?;
-            ping(&graph).await.map_err(|e| from_neo4rs(&e, &secrets))?;
-            Ok(graph)
+            Ok(Neo4jClient { graph, probe })
         })
     }
 
-    fn probe(graph: &Graph) -> LocalBoxFuture<'static, Result<(), WardenError>> {
-        let graph = graph.clone();
-        Box::pin(async move { ping(&graph).await.map_err(|e| from_neo4rs(&e, &[])) })
+    fn probe(client: &Neo4jClient) -> LocalBoxFuture<'static, Result<(), WardenError>> {
+        let probe = client.probe.clone();
+        Box::pin(async move { ping(&probe).await.map_err(|e| from_neo4rs(&e, &[])) })
     }
 
-    fn close(graph: Graph) -> LocalBoxFuture<'static, ()> {
-        // neo4rs has no close: dropping the last handle drops the pool and its sockets.
-        Box::pin(async move { drop(graph) })
+    fn close(client: Neo4jClient) -> LocalBoxFuture<'static, ()> {
+        // neo4rs has no close: dropping the last handles drops the pools and their sockets.
+        Box::pin(async move { drop(client) })
     }
 }
 
@@ -145,9 +160,9 @@ impl actix::Handler<Cypher> for Neo4jActor {
         let link = self.link();
         let msg = Arc::new(msg);
         Box::pin(async move {
-            link.call(|graph| {
+            link.call(|client| {
                 let msg = msg.clone();
-                async move { execute(&graph, &msg).await }
+                async move { execute(&client.graph, &msg).await }
             })
             .await
         })
@@ -160,8 +175,8 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
     fn handle(&mut self, mut msg: WithGraph<T>, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
         Box::pin(async move {
-            link.call(|graph| {
-                let fut = (msg.run)(graph);
+            link.call(|client| {
+                let fut = (msg.run)(client.graph);
                 async move { fut.await.map_err(|e| from_neo4rs(&e, &[])) }
             })
             .await

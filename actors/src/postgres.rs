@@ -1,8 +1,9 @@
 //! PostgresActor: a supervised sqlx pool, and the `Sql` message applications send it.
 //!
-//! The pool is created lazily (`connect_lazy_with`), proven with `SELECT 1`, and probed with the
-//! same statement. Connect options are built field by field from the URL: `PgConnectOptions`'s
-//! own parser reads `~/.pgpass`, and its `Debug` prints the password, so neither is used.
+//! A connect opens one connection, proves it with `SELECT 1`, runs the migrations on it, and
+//! keeps it for the probes; the pool callers share is created lazily (`connect_lazy_with`).
+//! Connect options are built field by field from the URL: `PgConnectOptions`'s own parser
+//! reads `~/.pgpass`, and its `Debug` prints the password, so neither is used.
 //! Every connection gets `statement_timeout` (a little below `query_timeout`, so the server
 //! cancels a slow statement before warden gives up on the call) and `search_path` (warden's
 //! schema first) as startup options, since sqlx has no read timeout of its own.
@@ -78,6 +79,17 @@ impl<T: 'static> WithPool<T> {
     {
         Self { run: Box::new(run) }
     }
+}
+
+/// What a connected PostgresActor holds: the pool callers share, and one connection of its
+/// own for probes. Probing through the pool would measure the pool's contention, not the
+/// server: with every pooled connection busy, a probe waiting to acquire one would time out
+/// and take a healthy database for a dead one. The probe connection counts towards
+/// `max_connections`, so the pool gets one less.
+#[derive(Clone)]
+pub struct PgClient {
+    pool: PgPool,
+    probe: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
 }
 
 /// Connects, probes and closes sqlx pools.
@@ -157,7 +169,7 @@ impl PgDriver {
 }
 
 impl Driver for PgDriver {
-    type Client = PgPool;
+    type Client = PgClient;
     const DATABASE: Database = Database::Postgres;
 
     fn timings(&self) -> Timings {
@@ -174,7 +186,7 @@ impl Driver for PgDriver {
         self.password.iter().cloned().collect()
     }
 
-    fn connect(&self) -> LocalBoxFuture<'static, Result<PgPool, WardenError>> {
+    fn connect(&self) -> LocalBoxFuture<'static, Result<PgClient, WardenError>> {
         let opts = self.connect_options();
         let s = self.settings.clone();
         let secrets = self.secrets();
@@ -183,7 +195,8 @@ impl Driver for PgDriver {
             let opts = opts?;
             let secrets: Vec<&Secret> = secrets.iter().collect();
             // One connection, one TCP attempt: the pool would retry a refused connect inside
-            // acquire_timeout on its own, and warden's backoff alone must pace attempts.
+            // acquire_timeout on its own, and warden's backoff alone must pace attempts. This
+            // connection then becomes the probe connection.
             let mut conn = opts
                 .connect()
                 .await
@@ -197,39 +210,66 @@ impl Driver for PgDriver {
                     // Bounded by the caller's connect_timeout, like the rest of the connect.
                     migrate_on(&mut conn, &s.schema, s.connect_timeout, &secrets).await?;
                     migrated.store(true, std::sync::atomic::Ordering::Release);
+                    sqlx::query("RESET lock_timeout")
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| from_sqlx(&e, s.connect_timeout, &secrets))?;
                 }
                 Ok::<_, WardenError>(())
             }
             .await;
-            // Closed whatever happened: a failed migration leaks sqlx's advisory lock on the
-            // connection it ran on.
-            let _ = conn.close().await;
-            proven?;
-            Ok(PgPoolOptions::new()
-                .max_connections(s.max_connections)
-                .min_connections(s.min_connections)
+            if let Err(e) = proven {
+                // A failed migration leaks sqlx's advisory lock on the connection it ran on:
+                // close it rather than keep it.
+                let _ = conn.close().await;
+                return Err(e);
+            }
+            let pool = PgPoolOptions::new()
+                // One connection of max_connections is the probe's.
+                .max_connections(s.max_connections.saturating_sub(1).max(1))
+                .min_connections(s.min_connections.min(s.max_connections.saturating_sub(1)))
                 // sqlx retries connects inside acquire_timeout (30 s by default): keep it to
                 // the connect bound so an outage surfaces in seconds.
                 .acquire_timeout(s.connect_timeout)
                 // With it, the first query after a server restart gets a fresh connection.
                 .test_before_acquire(true)
-                .connect_lazy_with(opts))
+                .connect_lazy_with(opts);
+            Ok(PgClient {
+                pool,
+                probe: Arc::new(tokio::sync::Mutex::new(Some(conn))),
+            })
         })
     }
 
-    fn probe(pool: &PgPool) -> LocalBoxFuture<'static, Result<(), WardenError>> {
-        let pool = pool.clone();
+    fn probe(client: &PgClient) -> LocalBoxFuture<'static, Result<(), WardenError>> {
+        let probe = client.probe.clone();
         Box::pin(async move {
+            let mut guard = probe.lock().await;
+            let Some(conn) = guard.as_mut() else {
+                return Err(WardenError::Connection {
+                    database: Database::Postgres,
+                    message: "the probe connection is closed".into(),
+                });
+            };
             sqlx::query("SELECT 1")
-                .execute(&pool)
+                .execute(conn)
                 .await
                 .map(drop)
                 .map_err(|e| from_sqlx(&e, Duration::ZERO, &[]))
         })
     }
 
-    fn close(pool: PgPool) -> LocalBoxFuture<'static, ()> {
-        Box::pin(async move { pool.close().await })
+    fn close(client: PgClient) -> LocalBoxFuture<'static, ()> {
+        Box::pin(async move {
+            // A probe stuck on a hung server holds the lock; then the connection is dropped
+            // with the last handle instead of closed politely.
+            if let Ok(mut guard) = client.probe.try_lock() {
+                if let Some(conn) = guard.take() {
+                    let _ = conn.close().await;
+                }
+            }
+            client.pool.close().await;
+        })
     }
 }
 
@@ -287,9 +327,9 @@ impl actix::Handler<Sql> for PostgresActor {
         let link = self.link();
         let msg = Arc::new(msg);
         Box::pin(async move {
-            link.call(|pool| {
+            link.call(|client| {
                 let msg = msg.clone();
-                async move { execute(&pool, &msg).await }
+                async move { execute(&client.pool, &msg).await }
             })
             .await
         })
@@ -302,8 +342,8 @@ impl<T: 'static> actix::Handler<WithPool<T>> for PostgresActor {
     fn handle(&mut self, mut msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
         Box::pin(async move {
-            link.call(|pool| {
-                let fut = (msg.run)(pool);
+            link.call(|client| {
+                let fut = (msg.run)(client.pool);
                 async move { fut.await.map_err(|e| from_sqlx(&e, Duration::ZERO, &[])) }
             })
             .await

@@ -43,7 +43,7 @@ pub struct Neo4jSettings {
     pub password_file: Option<PathBuf>,
     /// Database name sent with every query.
     pub database: String,
-    /// Size of the driver's connection pool.
+    /// Upper bound on connections: one for probes, the rest pooled for calls. At least 2.
     pub max_connections: u32,
     /// Bound on one connect (TCP, Bolt handshake, HELLO).
     #[serde(with = "humantime_serde")]
@@ -76,8 +76,9 @@ impl Default for Neo4jSettings {
     }
 }
 
-/// `[postgres]`: connection to PostgreSQL.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `[postgres]`: connection to PostgreSQL. `Debug` is written by hand so that a password in
+/// `url` is never printed.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresSettings {
     /// `postgres://user[:password]@host:port/database[?sslmode=...]`. A password in it is
@@ -92,7 +93,8 @@ pub struct PostgresSettings {
     /// warden's own schema: created by the migrations and first in every connection's
     /// `search_path`.
     pub schema: String,
-    /// Upper bound on pooled connections; warden never holds more, even across flaps.
+    /// Upper bound on connections, the probe's included; warden never holds more, even across
+    /// flaps. At least 2.
     pub max_connections: u32,
     /// Connections the pool keeps open while idle.
     pub min_connections: u32,
@@ -116,6 +118,26 @@ pub struct PostgresSettings {
     pub application_name: String,
     /// Apply the embedded migrations on the first successful connect.
     pub run_migrations: bool,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .field("probe_interval", &self.probe_interval)
+            .field("probe_timeout", &self.probe_timeout)
+            .field("application_name", &self.application_name)
+            .field("run_migrations", &self.run_migrations)
+            .finish()
+    }
 }
 
 impl Default for PostgresSettings {
@@ -277,7 +299,7 @@ impl WardenSettings {
                 "a host is required",
             ));
         }
-        positive("neo4j.max_connections", n.max_connections)?;
+        at_least_two("neo4j.max_connections", n.max_connections)?;
         nonzero("neo4j.connect_timeout", n.connect_timeout)?;
         nonzero("neo4j.query_timeout", n.query_timeout)?;
         nonzero("neo4j.probe_interval", n.probe_interval)?;
@@ -316,7 +338,7 @@ impl WardenSettings {
                 "must be a plain identifier (letters, digits, underscore; not starting with a digit)",
             ));
         }
-        positive("postgres.max_connections", p.max_connections)?;
+        at_least_two("postgres.max_connections", p.max_connections)?;
         if p.min_connections > p.max_connections {
             return Err(SettingsError::new(
                 "postgres.min_connections",
@@ -396,6 +418,18 @@ impl PostgresSettings {
 fn positive(key: &str, value: u32) -> Result<(), SettingsError> {
     if value == 0 {
         return Err(SettingsError::new(key, value, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// One connection is kept for probes, so that a busy pool cannot fail them.
+fn at_least_two(key: &str, value: u32) -> Result<(), SettingsError> {
+    if value < 2 {
+        return Err(SettingsError::new(
+            key,
+            value,
+            "must be at least 2 (one connection is kept for probes)",
+        ));
     }
     Ok(())
 }
@@ -514,6 +548,11 @@ mod tests {
         assert!(!err.to_string().contains("s3cret"), "{err}");
         let out = serde_json::to_string(&s).unwrap();
         assert!(!out.contains("s3cret"), "{out}");
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains("app:***@db"),
+            "{debug}"
+        );
         assert!(out.contains("app:***@db"), "{out}");
     }
 

@@ -109,3 +109,20 @@ pub fn fast_settings(neo4j_uri: &str, pg_url: &str) -> warden_actors::WardenSett
     s.breaker.cooldown = Duration::from_secs(1);
     s
 }
+
+/// Asserts that connect attempts seen at a listener follow `schedule`: each gap within the
+/// jittered bounds of its attempt (a little slack above for scheduling), none sooner.
+pub fn assert_follows_schedule(attempts: &[Instant], schedule: &warden_actors::backoff::Backoff) {
+    for (i, pair) in attempts.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        let (lo, hi) = schedule.bounds(i as u32);
+        assert!(
+            gap + Duration::from_millis(5) >= lo,
+            "attempt {i}: gap {gap:?} < {lo:?}"
+        );
+        assert!(
+            gap <= hi + Duration::from_millis(150),
+            "attempt {i}: gap {gap:?} > {hi:?}"
+        );
+    }
+}
