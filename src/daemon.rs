@@ -44,10 +44,13 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
         tokio::select! {
             signal = shutdown::signal() => {
                 tracing::info!(signal, "shutting down");
+                // One budget for the whole drain. HTTP first: health requests take
+                // microseconds, so a short grace is plenty; then calls in flight get the rest.
+                let deadline = Instant::now() + cfg.shutdown_timeout;
                 let drain = async {
-                    // Stop accepting HTTP first, then let calls in flight finish and close.
                     handle.stop(true).await;
-                    warden.shutdown(cfg.shutdown_timeout).await;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    warden.shutdown(left.max(std::time::Duration::from_millis(500))).await;
                 };
                 if tokio::time::timeout(cfg.shutdown_timeout + std::time::Duration::from_secs(1), drain).await.is_err() {
                     tracing::warn!(timeout = ?cfg.shutdown_timeout, "shutdown ran over its timeout");

@@ -129,12 +129,18 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
+/// How long a graceful HTTP stop waits for requests in flight: health answers take
+/// microseconds, and a dashboard's keep-alive connection must not eat the drain budget that
+/// database calls need.
+const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Binds and starts the HTTP server. Signals are the daemon's business, not actix-web's.
 pub fn server(
     bind: std::net::SocketAddr,
     state: AppState,
     shutdown_timeout: std::time::Duration,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let grace = shutdown_timeout.min(HTTP_GRACE);
     let server = HttpServer::new(move || {
         App::new()
             .configure(configure(state.clone()))
@@ -142,7 +148,7 @@ pub fn server(
     })
     .disable_signals()
     .workers(2)
-    .shutdown_timeout(shutdown_timeout.as_secs().max(1))
+    .shutdown_timeout(grace.as_secs().max(1))
     .bind(bind)?
     .run();
     Ok(server)

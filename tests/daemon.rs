@@ -387,3 +387,56 @@ fn a_panicking_actor_stops_the_daemon() {
         assert!(logs.contains("an actor died"), "{logs}");
     });
 }
+
+/// `warden migrate` against an unreachable PostgreSQL exits 69 within its connect timeout;
+/// `--version` prints the version.
+#[test]
+fn migrate_without_a_database_exits_69() {
+    let started = Instant::now();
+    let (code, _, stderr) = run_once(
+        &["migrate"],
+        &[
+            (
+                "DATABASE_URL",
+                format!("postgres://postgres@{}/postgres", nowhere()),
+            ),
+            ("WARDEN__POSTGRES__CONNECT_TIMEOUT", "1s".into()),
+        ],
+    );
+    assert_eq!(code, 69, "{stderr}");
+    assert!(stderr.contains("migrations failed"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let (code, stdout, _) = run_once(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("warden {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// SIGINT (Ctrl-C at a terminal) stops warden as cleanly as SIGTERM, even with both
+/// databases down and the actors backing off.
+#[test]
+fn sigint_exits_0_with_databases_down() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut d = Daemon::spawn(
+            &["run"],
+            &fast_env(
+                &format!("bolt://{}", nowhere()),
+                &format!("postgres://postgres@{}/postgres", nowhere()),
+            ),
+        );
+        eventually(Duration::from_secs(10), "health served", || {
+            d.get("/health")
+        })
+        .await;
+        d.signal("INT");
+        let status = d.wait_exit(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(0), "{}", d.logs());
+        assert!(d.logs().contains("\"signal\":\"SIGINT\""));
+    });
+}

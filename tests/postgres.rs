@@ -514,3 +514,106 @@ fn a_panicking_actor_is_stopped_and_fatal() {
         assert!(warden.postgres.send(Sql::new("SELECT 1")).await.is_err());
     });
 }
+
+/// A write whose connection breaks after the statement was sent is not retried (it may have
+/// run: a retried INSERT would insert twice); the caller gets the connection error, and the
+/// row is there once. Only the pool's connections break: the probe's stays up, so warden
+/// stays connected and a retry would have had every chance to run.
+#[test]
+fn a_write_is_never_run_twice() {
+    let pg = PgServer::start();
+    let proxy = Proxy::start(pg.port);
+    actix_test(async {
+        let mut settings = fast_settings(
+            &no_graph(),
+            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+        );
+        settings.retry.max_attempts = 3;
+        let warden = Warden::start(settings).unwrap();
+        pg_connected(&warden).await;
+        warden
+            .postgres
+            .send(Sql::new(
+                "CREATE TABLE ledger (id serial PRIMARY KEY, note text)",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let addr = warden.postgres.clone();
+        let insert = actix::spawn(async move {
+            addr.send(Sql::new(
+                "INSERT INTO ledger (note) SELECT 'once' FROM pg_sleep(0.3)",
+            ))
+            .await
+            .unwrap()
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Connection 0 is the probe's (the connect opens it); the pool's come later.
+        proxy.reset_from(1);
+        let err = insert.await.unwrap().unwrap_err();
+        assert!(matches!(err, WardenError::Connection { .. }), "{err:?}");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let admin = pg.admin().await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM walltrack.ledger")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "the insert ran {n} times");
+        let c = warden.health_handle().view().components[&Database::Postgres].clone();
+        assert_eq!(
+            (c.status, c.restarts),
+            (ComponentStatus::Connected, 0),
+            "the probe confirmed the server is fine"
+        );
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+/// A caller's own mistakes (no row where one was expected, a wrong number of parameters)
+/// come back typed and never cost a reconnect or a breaker failure.
+#[test]
+fn caller_mistakes_never_take_the_connection_down() {
+    let pg = PgServer::start();
+    actix_test(async {
+        let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).unwrap();
+        pg_connected(&warden).await;
+        for _ in 0..5 {
+            let err = warden
+                .postgres
+                .send(warden_actors::WithPool::new(|pool| {
+                    Box::pin(async move {
+                        sqlx::query_scalar::<_, i64>("SELECT 1::int8 WHERE false")
+                            .fetch_one(&pool)
+                            .await
+                    })
+                }))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert!(matches!(err, WardenError::Usage { .. }), "{err:?}");
+            let err = warden
+                .postgres
+                .send(Sql::new("SELECT $1::int"))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    WardenError::Query {
+                        transient: false,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let view = warden.health_handle().view();
+        let c = &view.components[&Database::Postgres];
+        assert_eq!(c.restarts, 0, "{c:?}");
+        assert_eq!(c.status, ComponentStatus::Connected);
+        assert_eq!(c.circuit.consecutive_failures, 0);
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}

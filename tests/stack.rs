@@ -95,6 +95,51 @@ fn both_up_ready_and_queries_return_rows() {
             0
         );
 
+        // The typed escape hatches: the pool and the graph themselves, inside the same
+        // circuit check, retry budget and deadline.
+        let n = warden
+            .postgres
+            .send(warden_actors::WithPool::new(|pool| {
+                Box::pin(async move {
+                    sqlx::query_scalar::<_, i64>("SELECT (41 + 1)::int8")
+                        .fetch_one(&pool)
+                        .await
+                })
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 42);
+        let n = warden
+            .neo4j
+            .send(warden_actors::WithGraph::new(|graph| {
+                Box::pin(async move {
+                    let mut rows = graph.execute(neo4rs::query("RETURN 6 * 7 AS n")).await?;
+                    let row = rows.next().await?.ok_or(neo4rs::Error::NoMoreRows)?;
+                    row.get::<i64>("n").map_err(neo4rs::Error::from)
+                })
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 42);
+        let err = warden
+            .postgres
+            .send(warden_actors::WithPool::new(|pool| {
+                Box::pin(async move {
+                    sqlx::query_scalar::<_, i64>("SELECT nope")
+                        .fetch_one(&pool)
+                        .await
+                })
+            }))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(err, warden_actors::WardenError::Query { ref code, .. } if code == "42703"),
+            "{err:?}"
+        );
+
         handle.stop(true).await;
         warden.shutdown(Duration::from_secs(2)).await;
     });

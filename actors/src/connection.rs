@@ -1,20 +1,26 @@
 //! The supervised connection actor that both database actors are made of.
 //!
-//! [`ConnectionActor`] owns one database client (a sqlx pool or a neo4rs graph, behind the
-//! [`Driver`] trait) and runs its lifecycle:
+//! [`ConnectionActor`] keeps one database alive through a [`Driver`] (sqlx or neo4rs). It holds
+//! two things: the pool that callers share, created on the first successful connect and kept
+//! for the actor's whole life (both drivers validate a pooled connection before handing it out,
+//! so the pool survives outages by itself), and, per generation, one connection of its own for
+//! probes. The lifecycle:
 //!
 //! ```text
-//!   started() ──► Connecting ──ok──► Connected ──probe/call fails──► Backoff ──delay──► stop()
-//!       ▲              │                                                 ▲               │
-//!       │              └──────────────────fails──────────────────────────┘               │
-//!       └──────────────── Supervisor restarts the same struct (restarting()) ◄───────────┘
+//!   started() ──► Connecting ──ok──► Connected ──probe fails──► Backoff ──delay──► stop()
+//!       ▲              │                                          ▲                 │
+//!       │              └────────────────fails─────────────────────┘                 │
+//!       └──────────── Supervisor restarts the same struct (restarting()) ◄──────────┘
 //! ```
 //!
-//! Calls never run inside the actor's context: a handler checks the circuit and the link
-//! state, then hands the caller a future that runs on the arbiter by itself ([`Link::call`]).
-//! So callers never queue behind one another or behind a connect, and a restart (which drops
-//! the actor's own futures) cannot leave a caller without an answer: every call ends with a
-//! result or a typed error within its `query_timeout`.
+//! Only a failed connect or a failed probe takes the connection down. A call that fails with a
+//! connection-class error makes the actor probe at once, so a real outage is seen in one round
+//! trip, while a misclassified error from one statement never costs everyone a reconnect.
+//!
+//! Calls never run inside the actor's context: a handler hands the caller a future that runs
+//! by itself on the arbiter (`Link::call`). So callers never queue behind one another or
+//! behind a connect, and a restart (which drops the actor's own futures) cannot leave a caller
+//! without an answer: every call ends with a result or a typed error within `query_timeout`.
 //!
 //! An outage is backed off for ever. A bug is not: if the actor is dropped without an orderly
 //! [`Shutdown`] (a panic in a handler kills an actix actor and its supervisor for good), it marks
@@ -29,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix::prelude::*;
+use actix::{prelude::*, WeakRecipient};
 use arc_swap::ArcSwap;
 use chrono::Utc;
 use futures_util::future::LocalBoxFuture;
@@ -51,7 +57,7 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 /// The time bounds a driver runs under.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
-    /// Bound on one connect, the first round trip included.
+    /// Bound on one connect, the first round trip (and any one-time setup) included.
     pub connect_timeout: Duration,
     /// Bound on one call, retries included.
     pub query_timeout: Duration,
@@ -61,28 +67,68 @@ pub struct Timings {
     pub probe_timeout: Duration,
 }
 
-/// What a database needs to plug into [`ConnectionActor`]: how to connect, probe and close.
+/// A connect in progress: the shared client and this generation's probe connection.
+pub type ConnectFuture<C, P> = LocalBoxFuture<'static, Result<(C, P), WardenError>>;
+
+/// What a database needs to plug into [`ConnectionActor`].
 pub trait Driver: Unpin + 'static {
-    /// The shareable client (a pool handle): cloned into every call.
+    /// What calls get: a cheap handle to the shared pool.
     type Client: Clone + Unpin + 'static;
+    /// One generation's own probe connection; dropped when the generation ends.
+    type Probe: Unpin + 'static;
     /// Which database this driver talks to.
     const DATABASE: Database;
 
-    /// The driver's time bounds.
+    /// The driver's time bounds. `connect_timeout` may be longer while one-time setup (such as
+    /// migrations) is still pending.
     fn timings(&self) -> Timings;
 
-    /// Secrets that must never appear in error texts.
-    fn secrets(&self) -> Vec<crate::Secret>;
+    /// Opens a probe connection with one TCP attempt and proves it with one round trip
+    /// (drivers connect lazily, so creating a client alone proves nothing); creates the shared
+    /// pool the first time. The caller bounds it by `connect_timeout`.
+    fn connect(&self) -> ConnectFuture<Self::Client, Self::Probe>;
 
-    /// Opens a client and proves it works with one round trip (drivers connect lazily, so
-    /// creating a client alone proves nothing). The caller bounds it by `connect_timeout`.
-    fn connect(&self) -> LocalBoxFuture<'static, Result<Self::Client, WardenError>>;
+    /// One liveness round trip on the probe connection. The caller bounds it by
+    /// `probe_timeout`.
+    fn probe(probe: &Self::Probe) -> LocalBoxFuture<'static, Result<(), WardenError>>;
 
-    /// One liveness round trip. The caller bounds it by `probe_timeout`.
-    fn probe(client: &Self::Client) -> LocalBoxFuture<'static, Result<(), WardenError>>;
+    /// Closes the shared pool, at shutdown.
+    fn close(&self) -> LocalBoxFuture<'static, ()>;
+}
 
-    /// Closes a client that is no longer wanted; must not wait for long.
-    fn close(client: Self::Client) -> LocalBoxFuture<'static, ()>;
+/// How an attempt failed: the error, and whether the statement may have reached the server.
+/// A statement that may have run is not retried (a retried INSERT would run twice), unless the
+/// server itself said it rolled it back (a transient `Query` error).
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// What went wrong.
+    pub error: WardenError,
+    /// Whether the statement may have reached the server.
+    pub sent: bool,
+}
+
+impl Failed {
+    /// A failure before anything was sent (acquiring a connection): always safe to retry.
+    pub fn before_send(error: WardenError) -> Self {
+        Self { error, sent: false }
+    }
+
+    /// A failure once the statement may have been sent.
+    pub fn after_send(error: WardenError) -> Self {
+        Self { error, sent: true }
+    }
+
+    /// Whether running the same attempt again cannot do anything twice.
+    fn retry_safe(&self) -> bool {
+        match &self.error {
+            // The server rolled the statement back and asks for a retry.
+            WardenError::Query {
+                transient: true, ..
+            } => true,
+            // Nothing reached the server.
+            e => !self.sent && e.is_transient(),
+        }
+    }
 }
 
 /// The link between callers and the actor: its state, published for lock-free reads.
@@ -98,7 +144,7 @@ enum LinkState<C> {
 }
 
 /// Everything a call needs, shared between the actor and the futures it hands out.
-pub struct Link<C> {
+pub(crate) struct Link<C> {
     database: Database,
     state: ArcSwap<LinkState<C>>,
     board: Arc<CircuitBoard>,
@@ -106,7 +152,8 @@ pub struct Link<C> {
     retry: RetrySettings,
     jitter: f64,
     query_timeout: Duration,
-    owner: OnceLock<Recipient<ConnectionLost>>,
+    /// Weak, so that dropping every `Addr` of the actor still stops it.
+    owner: OnceLock<WeakRecipient<ConnectionLost>>,
     in_flight: AtomicUsize,
     idle: Notify,
 }
@@ -149,14 +196,29 @@ impl<C: Clone + 'static> Link<C> {
 
     /// Runs one call: circuit check, link check, then up to `retry.max_attempts` attempts
     /// with jittered backoff between them, all inside `query_timeout`. `attempt` gets the
-    /// current client each time, so a retry after a reconnect uses the new connection.
-    pub async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, WardenError>
+    /// current client each time. Only retry-safe failures are retried (see [`Failed`]). The
+    /// breaker hears one outcome per call, not one per attempt.
+    pub(crate) async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, WardenError>
     where
         F: FnMut(C) -> Fut,
-        Fut: Future<Output = Result<T, WardenError>>,
+        Fut: Future<Output = Result<T, Failed>>,
     {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _guard = InFlight(self);
+        let result = self.attempts(&mut attempt).await;
+        match &result {
+            Ok(_) => self.report(true),
+            Err(e) if e.counts_against_circuit() => self.report(false),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn attempts<T, F, Fut>(&self, attempt: &mut F) -> Result<T, WardenError>
+    where
+        F: FnMut(C) -> Fut,
+        Fut: Future<Output = Result<T, Failed>>,
+    {
         let deadline = Instant::now() + self.query_timeout;
         let mut schedule = Backoff::retry(&self.retry, self.jitter);
         let mut tries = 0;
@@ -165,59 +227,45 @@ impl<C: Clone + 'static> Link<C> {
             tries += 1;
             let (client, generation) = match (self.admit(), last_error) {
                 (Ok(admitted), _) => admitted,
-                // A retry refused because the failure just took the connection down: the
-                // failure itself says more than "unavailable".
+                // A retry refused because the failure took the connection down: the failure
+                // itself says more than "unavailable".
                 (Err(_), Some(previous)) => return Err(previous),
                 (Err(refused), None) => return Err(refused),
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = match tokio::time::timeout(remaining, attempt(client)).await {
-                Ok(result) => result,
+            let failed = match tokio::time::timeout(remaining, attempt(client)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(failed)) => failed,
+                // The whole budget is spent: no retry can fit any more.
                 Err(_) => {
-                    // The whole budget is spent: no retry can fit any more.
-                    let err = WardenError::Timeout {
+                    return Err(WardenError::Timeout {
                         database: self.database,
                         phase: TimeoutPhase::Query,
                         after: self.query_timeout,
-                    };
-                    self.report(false);
-                    return Err(err);
+                    })
                 }
             };
-            let err = match result {
-                Ok(value) => {
-                    self.report(true);
-                    return Ok(value);
-                }
-                Err(err) => err,
-            };
-            if err.counts_against_circuit() {
-                self.report(false);
-            }
-            if err.is_connection_loss() {
-                if let Some(owner) = self.owner.get() {
-                    owner.do_send(ConnectionLost {
-                        generation,
-                        error: err.clone(),
-                    });
+            if failed.error.is_connection_loss() {
+                if let Some(owner) = self.owner.get().and_then(WeakRecipient::upgrade) {
+                    owner.do_send(ConnectionLost { generation });
                 }
             }
-            if !err.is_transient() || tries >= self.retry.max_attempts {
-                return Err(err);
+            if !failed.retry_safe() || tries >= self.retry.max_attempts {
+                return Err(failed.error);
             }
             let delay = schedule.next_delay(&mut rand::rng());
             if Instant::now() + delay >= deadline {
-                return Err(err);
+                return Err(failed.error);
             }
             tracing::info!(
                 database = %self.database,
                 attempt = tries,
                 delay_ms = delay.as_millis() as u64,
-                error = %err,
+                error = %failed.error,
                 "retrying call"
             );
             tokio::time::sleep(delay).await;
-            last_error = Some(err);
+            last_error = Some(failed.error);
         }
     }
 
@@ -258,7 +306,7 @@ impl<C: Clone + 'static> Link<C> {
     }
 
     /// Calls in flight right now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
@@ -276,37 +324,49 @@ impl<C: Clone + 'static> Link<C> {
     }
 }
 
-/// Told by a call that the connection is broken; the actor drops it and backs off.
-#[derive(Debug, Clone, Message)]
+/// Told by a call that the connection may be broken; the actor probes at once.
+#[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct ConnectionLost {
     generation: u64,
-    error: WardenError,
 }
 
-/// Stops taking calls, waits up to `timeout` for calls in flight, then closes the client.
+/// Stops taking calls, waits up to `timeout` for calls in flight, then closes the pool.
 /// The actor stays `stopped` afterwards; this is the orderly end, not a failure.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown {
-    /// How long calls in flight may take to finish.
+    /// The whole budget: the drain, then closing.
     pub timeout: Duration,
 }
 
 /// Fired with a reason when an actor stops for good without an orderly [`Shutdown`].
 pub type FatalSender = Arc<watch::Sender<Option<String>>>;
 
-/// A supervised actor that keeps one database client alive. See the module docs.
+/// Where the actor is in its lifecycle.
+enum Phase<P> {
+    /// A connect attempt is running.
+    Connecting,
+    /// Connected; `probe` is this generation's own connection.
+    Connected { probe: P },
+    /// Waiting out a backoff delay; `restart` is the timer that stops the actor so that its
+    /// supervisor restarts it.
+    Backoff { restart: SpawnHandle },
+    /// Shut down in order: nothing runs any more.
+    Stopped,
+}
+
+/// A supervised actor that keeps one database alive. See the module docs.
 pub struct ConnectionActor<D: Driver> {
     driver: D,
     link: Arc<Link<D::Client>>,
+    phase: Phase<D::Probe>,
     health: Addr<HealthActor>,
     breaker: Addr<BreakerActor>,
     backoff: Backoff,
     report: ComponentReport,
     generation: u64,
     probe_in_flight: bool,
-    shutting_down: bool,
     fatal: FatalSender,
 }
 
@@ -333,13 +393,13 @@ impl<D: Driver> ConnectionActor<D> {
         Self {
             driver,
             link,
+            phase: Phase::Connecting,
             health,
             breaker,
             backoff: Backoff::reconnect(backoff),
             report: ComponentReport::default(),
             generation: 0,
             probe_in_flight: false,
-            shutting_down: false,
             fatal,
         }
     }
@@ -347,6 +407,11 @@ impl<D: Driver> ConnectionActor<D> {
     /// The link calls run through; handlers of the database-specific messages use it.
     pub(crate) fn link(&self) -> Arc<Link<D::Client>> {
         self.link.clone()
+    }
+
+    /// The driver, for handlers that need its settings.
+    pub(crate) fn driver(&self) -> &D {
+        &self.driver
     }
 
     fn push_health(&self) {
@@ -379,6 +444,7 @@ impl<D: Driver> ConnectionActor<D> {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let timings = self.driver.timings();
         self.generation += 1;
+        self.phase = Phase::Connecting;
         self.link.state.store(Arc::new(LinkState::Connecting {
             until: Instant::now() + timings.connect_timeout,
         }));
@@ -398,18 +464,18 @@ impl<D: Driver> ConnectionActor<D> {
         ctx.spawn(
             fut.into_actor(self)
                 .map(move |result, act, ctx| match result {
-                    Ok(client) => act.on_connected(client, started.elapsed()),
+                    Ok((client, probe)) => act.on_connected(client, probe, started.elapsed()),
                     Err(err) => act.on_failure(err, ctx),
                 }),
         );
     }
 
-    fn on_connected(&mut self, client: D::Client, latency: Duration) {
-        if self.shutting_down {
-            Self::close_detached(client);
+    fn on_connected(&mut self, client: D::Client, probe: D::Probe, latency: Duration) {
+        if !matches!(self.phase, Phase::Connecting) {
             return;
         }
         self.backoff.reset();
+        self.phase = Phase::Connected { probe };
         self.link.state.store(Arc::new(LinkState::Connected {
             client,
             generation: self.generation,
@@ -422,18 +488,22 @@ impl<D: Driver> ConnectionActor<D> {
         self.set_state(ConnState::Connected);
     }
 
-    /// A connect, a probe or a call failed with a connection-class error: drop the client,
-    /// schedule the restart after the next backoff delay.
+    /// A connect or a probe failed: drop this generation's probe connection, refuse calls,
+    /// and restart after the next backoff delay.
     fn on_failure(&mut self, err: WardenError, ctx: &mut Context<Self>) {
-        if self.shutting_down || self.report.state == ConnState::Backoff {
+        if !matches!(self.phase, Phase::Connecting | Phase::Connected { .. }) {
             return;
         }
         let delay = self.backoff.next_delay(&mut rand::rng());
         let until = Instant::now() + delay;
-        let previous = self.link.state.swap(Arc::new(LinkState::Backoff { until }));
-        if let LinkState::Connected { client, .. } = &*previous {
-            Self::close_detached(client.clone());
-        }
+        self.link
+            .state
+            .store(Arc::new(LinkState::Backoff { until }));
+        // The supervisor restarts the actor when it stops; started() connects again. The old
+        // probe connection is dropped here, before the next one opens.
+        self.phase = Phase::Backoff {
+            restart: ctx.run_later(delay, |_, ctx| ctx.stop()),
+        };
         self.feed_breaker(false);
         self.report.consecutive_failures = self.report.consecutive_failures.saturating_add(1);
         self.report.last_error = Some(err.to_string());
@@ -447,33 +517,30 @@ impl<D: Driver> ConnectionActor<D> {
             "connection failed; backing off"
         );
         self.set_state(ConnState::Backoff);
-        // The supervisor restarts the actor when it stops; started() connects again.
-        ctx.run_later(delay, |_, ctx| ctx.stop());
     }
 
-    fn close_detached(client: D::Client) {
-        actix::spawn(async move {
-            // Closing a pool whose server hangs could wait for ever; it is only a courtesy.
-            let _ = tokio::time::timeout(Duration::from_secs(5), D::close(client)).await;
-        });
-    }
-
+    /// Every probe interval: probe when connected, else tell health we are alive, so that it
+    /// does not call us stale while we back off.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.shutting_down {
-            return;
+        match self.phase {
+            Phase::Connected { .. } => self.probe(ctx),
+            Phase::Connecting | Phase::Backoff { .. } => self.push_health(),
+            Phase::Stopped => {}
         }
-        let client = match &**self.link.state.load() {
-            LinkState::Connected { client, .. } => client.clone(),
-            // Not connected: tell health we are alive, so that it does not call us stale.
-            _ => return self.push_health(),
+    }
+
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        let Phase::Connected { probe } = &self.phase else {
+            return;
         };
         if self.probe_in_flight {
             return;
         }
         self.probe_in_flight = true;
         let timeout = self.driver.timings().probe_timeout;
+        let generation = self.generation;
         let started = Instant::now();
-        let probe = D::probe(&client);
+        let probe = D::probe(probe);
         let fut = async move {
             match tokio::time::timeout(timeout, probe).await {
                 Ok(result) => result,
@@ -486,6 +553,9 @@ impl<D: Driver> ConnectionActor<D> {
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.probe_in_flight = false;
+            if generation != act.generation {
+                return;
+            }
             match result {
                 Ok(()) => {
                     act.report.latency = Some(started.elapsed());
@@ -505,9 +575,9 @@ impl<D: Driver> Actor for ConnectionActor<D> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        let _ = self.link.owner.set(ctx.address().recipient());
+        let _ = self.link.owner.set(ctx.address().recipient().downgrade());
         self.probe_in_flight = false;
-        if self.shutting_down {
+        if matches!(self.phase, Phase::Stopped) {
             return;
         }
         self.connect(ctx);
@@ -525,7 +595,7 @@ impl<D: Driver> Supervised for ConnectionActor<D> {
 
 impl<D: Driver> Drop for ConnectionActor<D> {
     fn drop(&mut self) {
-        if self.shutting_down {
+        if matches!(self.phase, Phase::Stopped) {
             return;
         }
         let reason = if std::thread::panicking() {
@@ -546,8 +616,8 @@ impl<D: Driver> Handler<ConnectionLost> for ConnectionActor<D> {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionLost, ctx: &mut Self::Context) {
-        if msg.generation == self.generation && self.report.state == ConnState::Connected {
-            self.on_failure(msg.error, ctx);
+        if msg.generation == self.generation {
+            self.probe(ctx);
         }
     }
 }
@@ -555,10 +625,16 @@ impl<D: Driver> Handler<ConnectionLost> for ConnectionActor<D> {
 impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Shutdown, _: &mut Self::Context) -> Self::Result {
-        self.shutting_down = true;
-        let previous = self.link.state.swap(Arc::new(LinkState::Stopped));
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        // A pending restart would drop this very future with the actor's context.
+        if let Phase::Backoff { restart } = self.phase {
+            ctx.cancel_future(restart);
+        }
+        self.phase = Phase::Stopped;
+        self.link.state.store(Arc::new(LinkState::Stopped));
         let link = self.link.clone();
+        let close = self.driver.close();
+        let deadline = Instant::now() + msg.timeout;
         let fut = async move {
             if !link.drained(msg.timeout).await {
                 tracing::warn!(
@@ -567,9 +643,11 @@ impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
                     "calls still in flight at the end of the shutdown timeout"
                 );
             }
-            if let LinkState::Connected { client, .. } = &*previous {
-                let _ = tokio::time::timeout(msg.timeout, D::close(client.clone())).await;
-            }
+            // Whatever is left of the budget, and a moment to say goodbye politely.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(200));
+            let _ = tokio::time::timeout(left, close).await;
         };
         Box::pin(fut.into_actor(self).map(|_, act, _| {
             act.report.state = ConnState::Stopped;

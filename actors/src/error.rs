@@ -3,7 +3,7 @@
 //! Classification decides three things, each a method so that no caller matches message text:
 //! whether a call may be retried ([`WardenError::is_transient`]), whether the failure counts
 //! against the database's circuit ([`WardenError::counts_against_circuit`]), and whether the
-//! connection is gone so the actor must reconnect ([`WardenError::is_connection_loss`]).
+//! connection may be gone so the actor must probe it now ([`WardenError::is_connection_loss`]).
 //! Server codes decide, with a comment per code; a caller's mistake (a syntax error, a
 //! constraint violation) is never transient and never opens a circuit.
 
@@ -139,6 +139,15 @@ pub enum WardenError {
         /// Which value and why.
         message: String,
     },
+    /// The call cannot be run as given: a row was expected and none came, an argument the
+    /// driver refused, a broken migration. The caller's (or deployer's) fault; not transient.
+    #[error("{database} refused the call: {message}")]
+    Usage {
+        /// The database the call was for.
+        database: Database,
+        /// What is wrong, sanitized.
+        message: String,
+    },
     /// The actor is gone for good (it died from a bug, or warden is shutting down).
     #[error("{database} actor is stopped")]
     Stopped {
@@ -158,6 +167,7 @@ impl WardenError {
             | WardenError::Connection { database, .. }
             | WardenError::Authentication { database, .. }
             | WardenError::Conversion { database, .. }
+            | WardenError::Usage { database, .. }
             | WardenError::Stopped { database } => *database,
         }
     }
@@ -172,27 +182,30 @@ impl WardenError {
             WardenError::Query { transient, .. } => *transient,
             WardenError::Authentication { .. }
             | WardenError::Conversion { .. }
+            | WardenError::Usage { .. }
             | WardenError::Stopped { .. } => false,
         }
     }
 
     /// Whether the failure says something about the database's health and so counts towards
     /// opening its circuit. Refusals by warden itself (open circuit, not connected) do not: they
-    /// would keep a circuit open for ever.
+    /// would keep a circuit open for ever. Nor does waiting for a pooled connection: a pool
+    /// saturated by callers is not a sick database.
     pub fn counts_against_circuit(&self) -> bool {
         match self {
-            WardenError::Timeout { .. }
-            | WardenError::Connection { .. }
-            | WardenError::Authentication { .. } => true,
+            WardenError::Timeout { phase, .. } => *phase != TimeoutPhase::Acquire,
+            WardenError::Connection { .. } | WardenError::Authentication { .. } => true,
             WardenError::Query { transient, .. } => *transient,
             WardenError::CircuitOpen { .. }
             | WardenError::Unavailable { .. }
+            | WardenError::Usage { .. }
             | WardenError::Conversion { .. }
             | WardenError::Stopped { .. } => false,
         }
     }
 
-    /// Whether the connection is unusable, so the actor must drop it and reconnect.
+    /// Whether the connection may be unusable. The actor then probes at once, and drops the
+    /// connection only if the probe fails too: a call alone never tears a connection down.
     pub fn is_connection_loss(&self) -> bool {
         matches!(
             self,
@@ -210,25 +223,35 @@ impl WardenError {
             WardenError::Connection { .. } => "connection",
             WardenError::Authentication { .. } => "authentication",
             WardenError::Conversion { .. } => "conversion",
+            WardenError::Usage { .. } => "usage",
             WardenError::Stopped { .. } => "stopped",
         }
     }
 }
 
-/// Classifies a sqlx error. `after` is the bound that applies if it is a pool timeout.
-pub(crate) fn from_sqlx(err: &sqlx::Error, after: Duration, secrets: &[&Secret]) -> WardenError {
+/// The bounds a sqlx error may have run into, so that a timeout says how long it waited.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PgBounds {
+    /// `acquire_timeout` of the pool (connect_timeout).
+    pub acquire: Duration,
+    /// `statement_timeout` as sent to the server.
+    pub statement: Duration,
+}
+
+/// Classifies a sqlx error.
+pub(crate) fn from_sqlx(err: &sqlx::Error, bounds: PgBounds, secrets: &[&Secret]) -> WardenError {
     let database = Database::Postgres;
     let clean = |s: &str| sanitize(s, secrets);
     match err {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let message = clean(db.message());
-            classify_sqlstate(&code, message)
+            classify_sqlstate(&code, message, bounds.statement)
         }
         sqlx::Error::PoolTimedOut => WardenError::Timeout {
             database,
             phase: TimeoutPhase::Acquire,
-            after,
+            after: bounds.acquire,
         },
         sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => WardenError::Connection {
             database,
@@ -249,8 +272,27 @@ pub(crate) fn from_sqlx(err: &sqlx::Error, after: Duration, secrets: &[&Secret])
             database,
             message: clean(&err.to_string()),
         },
-        // Configuration, migration and anything newer: report as a connection problem, which
-        // the actor backs off from, rather than as the caller's fault.
+        // A failed statement inside a migration is classified like any statement (a lock
+        // timeout is transient); anything else about migrations is a deployment problem.
+        sqlx::Error::Migrate(m) => match m.as_ref() {
+            sqlx::migrate::MigrateError::Execute(inner)
+            | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
+                from_sqlx(inner, bounds, secrets)
+            }
+            other => WardenError::Usage {
+                database,
+                message: clean(&format!("migration: {other}")),
+            },
+        },
+        sqlx::Error::RowNotFound
+        | sqlx::Error::InvalidArgument(_)
+        | sqlx::Error::InvalidSavePointStatement
+        | sqlx::Error::BeginFailed => WardenError::Usage {
+            database,
+            message: clean(&err.to_string()),
+        },
+        // Configuration and anything newer: a connection problem, which the actor probes and
+        // backs off from, rather than the caller's fault.
         _ => WardenError::Connection {
             database,
             message: clean(&err.to_string()),
@@ -259,12 +301,20 @@ pub(crate) fn from_sqlx(err: &sqlx::Error, after: Duration, secrets: &[&Secret])
 }
 
 /// Classifies a PostgreSQL SQLSTATE.
-fn classify_sqlstate(code: &str, message: String) -> WardenError {
+fn classify_sqlstate(code: &str, message: String, statement_timeout: Duration) -> WardenError {
     let database = Database::Postgres;
     let class = code.get(..2).unwrap_or("");
     match (class, code) {
         // 28000 invalid_authorization_specification, 28P01 invalid_password.
         ("28", _) => WardenError::Authentication { database, message },
+        // 08P01 protocol_violation: the server refused what it was sent (a bind message with
+        // the wrong number of parameters): the statement's fault, and the link is fine.
+        (_, "08P01") => WardenError::Query {
+            database,
+            code: code.into(),
+            message,
+            transient: false,
+        },
         // Class 08, connection exceptions: the link is broken.
         ("08", _) => WardenError::Connection {
             database,
@@ -276,12 +326,12 @@ fn classify_sqlstate(code: &str, message: String) -> WardenError {
             database,
             message: format!("[{code}] {message}"),
         },
-        // 57014 query_canceled: `statement_timeout` fired on the server.
-        (_, "57014") => WardenError::Query {
+        // 57014 query_canceled: `statement_timeout` fired on the server, which rolled the
+        // statement back.
+        (_, "57014") => WardenError::Timeout {
             database,
-            code: code.into(),
-            message,
-            transient: true,
+            phase: TimeoutPhase::Query,
+            after: statement_timeout,
         },
         // 40001 serialization_failure, 40P01 deadlock_detected: retrying is the documented fix.
         // Class 53, insufficient resources (53300 too_many_connections, 53200 out_of_memory):
@@ -303,9 +353,13 @@ fn classify_sqlstate(code: &str, message: String) -> WardenError {
     }
 }
 
-/// Classifies a neo4rs error.
-pub(crate) fn from_neo4rs(err: &neo4rs::Error, secrets: &[&Secret]) -> WardenError {
-    use neo4rs::{Neo4jClientErrorKind as C, Neo4jErrorKind as K};
+/// Classifies a neo4rs error; `connect_timeout` is the bound of neo4rs's own connect timeout.
+pub(crate) fn from_neo4rs(
+    err: &neo4rs::Error,
+    connect_timeout: Duration,
+    secrets: &[&Secret],
+) -> WardenError {
+    use neo4rs::{Neo4jClientErrorKind as C, Neo4jErrorKind as K, Neo4jSecurityErrorKind as S};
     let database = Database::Neo4j;
     let clean = |s: &str| sanitize(s, secrets);
     match err {
@@ -313,6 +367,13 @@ pub(crate) fn from_neo4rs(err: &neo4rs::Error, secrets: &[&Secret]) -> WardenErr
             let code = e.code().to_owned();
             let message = clean(e.message());
             match e.kind() {
+                // Neo.ClientError.Security.Forbidden: this user may not run this statement.
+                K::Client(C::Security(S::Forbidden)) => WardenError::Query {
+                    database,
+                    code,
+                    message,
+                    transient: false,
+                },
                 // Neo.ClientError.Security.*: wrong credentials, expired or rate-limited auth.
                 K::Client(C::Security(_)) => WardenError::Authentication {
                     database,
@@ -351,7 +412,12 @@ pub(crate) fn from_neo4rs(err: &neo4rs::Error, secrets: &[&Secret]) -> WardenErr
         neo4rs::Error::ConnectionTimedOut => WardenError::Timeout {
             database,
             phase: TimeoutPhase::Connect,
-            after: Duration::ZERO,
+            after: connect_timeout,
+        },
+        // The caller asked for one row (or exactly one) and the result did not have it.
+        neo4rs::Error::NoMoreRows | neo4rs::Error::NotSingleResult => WardenError::Usage {
+            database,
+            message: err.to_string(),
         },
         neo4rs::Error::DeserializationError(_)
         | neo4rs::Error::ConversionError
@@ -383,7 +449,7 @@ mod tests {
 
     #[test]
     fn sqlstates_are_classified_by_code() {
-        let q = |c: &str| classify_sqlstate(c, "m".into());
+        let q = |c: &str| classify_sqlstate(c, "m".into(), Duration::from_secs(1));
         assert!(!q("42601").counts_against_circuit() && !q("42601").is_transient());
         assert!(!q("23505").is_transient());
         assert!(q("40001").is_transient() && q("40001").counts_against_circuit());
@@ -392,15 +458,32 @@ mod tests {
         assert!(q("57P01").is_connection_loss());
         assert!(q("08006").is_connection_loss());
         assert!(matches!(q("28P01"), WardenError::Authentication { .. }));
+        // A bind message with the wrong parameter count: the statement's fault.
+        assert!(!q("08P01").is_connection_loss() && !q("08P01").is_transient());
+        assert!(matches!(
+            q("57014"),
+            WardenError::Timeout {
+                phase: TimeoutPhase::Query,
+                ..
+            }
+        ));
         assert!(!q("28P01").is_transient());
     }
 
     #[test]
     fn io_errors_are_connection_losses() {
         let e = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        let w = from_sqlx(&e, Duration::from_secs(1), &[]);
+        let bounds = PgBounds {
+            acquire: Duration::from_secs(3),
+            statement: Duration::from_secs(1),
+        };
+        let w = from_sqlx(&e, bounds, &[]);
         assert!(w.is_connection_loss() && w.is_transient() && w.counts_against_circuit());
-        let w = from_sqlx(&sqlx::Error::PoolTimedOut, Duration::from_secs(3), &[]);
+        let w = from_sqlx(&sqlx::Error::RowNotFound, bounds, &[]);
+        assert!(matches!(w, WardenError::Usage { .. }) && !w.counts_against_circuit());
+        let w = from_sqlx(&sqlx::Error::PoolTimedOut, bounds, &[]);
+        // A saturated pool is not a sick database.
+        assert!(!w.counts_against_circuit());
         assert_eq!(
             w,
             WardenError::Timeout {
@@ -416,9 +499,22 @@ mod tests {
         let io = neo4rs::Error::IOError {
             detail: std::io::Error::from(std::io::ErrorKind::ConnectionReset),
         };
-        assert!(from_neo4rs(&io, &[]).is_connection_loss());
+        let t = Duration::from_secs(5);
+        assert!(from_neo4rs(&io, t, &[]).is_connection_loss());
+        assert!(matches!(
+            from_neo4rs(&neo4rs::Error::NoMoreRows, t, &[]),
+            WardenError::Usage { .. }
+        ));
+        assert_eq!(
+            from_neo4rs(&neo4rs::Error::ConnectionTimedOut, t, &[]),
+            WardenError::Timeout {
+                database: Database::Neo4j,
+                phase: TimeoutPhase::Connect,
+                after: t
+            }
+        );
         let auth = neo4rs::Error::AuthenticationError("bad hunter22 creds".into());
-        let w = from_neo4rs(&auth, &[&Secret::new("hunter22")]);
+        let w = from_neo4rs(&auth, t, &[&Secret::new("hunter22")]);
         assert!(matches!(w, WardenError::Authentication { .. }));
         assert!(!w.to_string().contains("hunter22"));
     }

@@ -7,7 +7,10 @@
 //! `query_timeout`, which covers the whole call. Only auto-commit queries are used: explicit
 //! transactions are not needed by a probe or a single statement.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -15,10 +18,9 @@ use neo4rs::{BoltType, ConfigBuilder, Graph};
 use serde_json::{Map, Value};
 
 use crate::{
-    connection::{ConnectionActor, Driver, Timings},
+    connection::{ConnectFuture, ConnectionActor, Driver, Failed, Timings},
     error::{from_neo4rs, Database, WardenError},
     postgres::Rows,
-    secret::Secret,
     settings::Neo4jSettings,
 };
 
@@ -70,29 +72,30 @@ impl<T: 'static> WithGraph<T> {
     }
 }
 
-/// What a connected Neo4jActor holds: the graph callers share, and a graph of one connection
-/// for probes, so that a busy pool cannot fail a probe (see `postgres::PgClient`). The probe's
-/// connection counts towards `max_connections`.
-#[derive(Clone)]
-pub struct Neo4jClient {
-    graph: Graph,
-    probe: Graph,
-}
-
-/// Connects, probes and drops neo4rs graphs.
+/// Connects, probes and drops neo4rs graphs; owns the graph callers share.
 pub struct Neo4jDriver {
     settings: Neo4jSettings,
+    /// The graph callers share, created on the first successful connect and kept until
+    /// shutdown: neo4rs resets a pooled connection before handing it out and discards it if
+    /// that fails, so the pool survives outages by itself, and one pool for the actor's life
+    /// bounds warden's connections. Each generation's probe uses a graph of one connection of
+    /// its own, so that a busy pool cannot fail a probe; it counts towards `max_connections`.
+    graph: Arc<OnceLock<Graph>>,
 }
 
 impl Neo4jDriver {
     /// A driver for validated settings.
     pub fn new(settings: Neo4jSettings) -> Self {
-        Self { settings }
+        Self {
+            settings,
+            graph: Arc::new(OnceLock::new()),
+        }
     }
 }
 
 impl Driver for Neo4jDriver {
-    type Client = Neo4jClient;
+    type Client = Graph;
+    type Probe = Graph;
     const DATABASE: Database = Database::Neo4j;
 
     fn timings(&self) -> Timings {
@@ -105,14 +108,12 @@ impl Driver for Neo4jDriver {
         }
     }
 
-    fn secrets(&self) -> Vec<Secret> {
-        vec![self.settings.password.clone()]
-    }
-
-    fn connect(&self) -> LocalBoxFuture<'static, Result<Neo4jClient, WardenError>> {
+    fn connect(&self) -> ConnectFuture<Graph, Graph> {
         let s = self.settings.clone();
+        let cell = self.graph.clone();
         Box::pin(async move {
             let secrets = [&s.password];
+            let t = s.connect_timeout;
             // Built field by field; the derived Debug of neo4rs's Config prints the password,
             // so it is never formatted.
             let config = |max_connections: u32| {
@@ -122,28 +123,41 @@ impl Driver for Neo4jDriver {
                     .password(s.password.expose())
                     .db(s.database.as_str())
                     .max_connections(max_connections as usize)
-                    .connection_timeout(s.connect_timeout)
+                    .connection_timeout(t)
                     .build()
-                    .map_err(|e| from_neo4rs(&e, &secrets))
+                    .map_err(|e| from_neo4rs(&e, t, &secrets))
             };
-            // Both graphs connect lazily; the probe graph's first ping opens its one
-            // connection and proves the server, the call graph opens its own on demand.
-            let probe = Graph::connect(config(1)?).map_err(|e| from_neo4rs(&e, &secrets))?;
-            ping(&probe).await.map_err(|e| from_neo4rs(&e, &secrets))?;
-            let graph = Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
-                .map_err(|e| from_neo4rs(&e, &secrets))?;
-            Ok(Neo4jClient { graph, probe })
+            // Graphs connect lazily: the probe graph's first ping opens its one connection and
+            // proves the server; the shared graph opens connections on demand.
+            let probe = Graph::connect(config(1)?).map_err(|e| from_neo4rs(&e, t, &secrets))?;
+            ping(&probe)
+                .await
+                .map_err(|e| from_neo4rs(&e, t, &secrets))?;
+            let graph = match cell.get() {
+                Some(graph) => graph.clone(),
+                None => {
+                    let graph = Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
+                        .map_err(|e| from_neo4rs(&e, t, &secrets))?;
+                    cell.get_or_init(|| graph).clone()
+                }
+            };
+            Ok((graph, probe))
         })
     }
 
-    fn probe(client: &Neo4jClient) -> LocalBoxFuture<'static, Result<(), WardenError>> {
-        let probe = client.probe.clone();
-        Box::pin(async move { ping(&probe).await.map_err(|e| from_neo4rs(&e, &[])) })
+    fn probe(probe: &Graph) -> LocalBoxFuture<'static, Result<(), WardenError>> {
+        let probe = probe.clone();
+        Box::pin(async move {
+            ping(&probe)
+                .await
+                .map_err(|e| from_neo4rs(&e, Duration::ZERO, &[]))
+        })
     }
 
-    fn close(client: Neo4jClient) -> LocalBoxFuture<'static, ()> {
-        // neo4rs has no close: dropping the last handles drops the pools and their sockets.
-        Box::pin(async move { drop(client) })
+    fn close(&self) -> LocalBoxFuture<'static, ()> {
+        // neo4rs has no close: the pool's sockets close when its last handle is dropped, which
+        // is when the actor (holding the driver) goes away after the drain.
+        Box::pin(async {})
     }
 }
 
@@ -160,9 +174,9 @@ impl actix::Handler<Cypher> for Neo4jActor {
         let link = self.link();
         let msg = Arc::new(msg);
         Box::pin(async move {
-            link.call(|client| {
+            link.call(|graph| {
                 let msg = msg.clone();
-                async move { execute(&client.graph, &msg).await }
+                async move { execute(&graph, &msg).await }
             })
             .await
         })
@@ -175,36 +189,42 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
     fn handle(&mut self, mut msg: WithGraph<T>, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
         Box::pin(async move {
-            link.call(|client| {
-                let fut = (msg.run)(client.graph);
-                async move { fut.await.map_err(|e| from_neo4rs(&e, &[])) }
+            link.call(|graph| {
+                let fut = (msg.run)(graph);
+                async move {
+                    fut.await
+                        .map_err(|e| Failed::after_send(from_neo4rs(&e, Duration::ZERO, &[])))
+                }
             })
             .await
         })
     }
 }
 
-async fn execute(graph: &Graph, cypher: &Cypher) -> Result<Rows, WardenError> {
+/// Runs one attempt. neo4rs takes a pooled connection and sends the statement in one call, so
+/// a failure cannot be placed before or after sending: it counts as sent, and only failures the
+/// server declares transient are retried (neo4rs itself already retries those).
+async fn execute(graph: &Graph, cypher: &Cypher) -> Result<Rows, Failed> {
     let mut query = neo4rs::query(&cypher.query);
     for (name, value) in &cypher.params {
-        let bolt = BoltType::try_from(value.clone()).map_err(|_| WardenError::Conversion {
-            database: Database::Neo4j,
-            message: format!("parameter `{name}` has no Bolt equivalent"),
+        let bolt = BoltType::try_from(value.clone()).map_err(|_| {
+            Failed::before_send(WardenError::Conversion {
+                database: Database::Neo4j,
+                message: format!("parameter `{name}` has no Bolt equivalent"),
+            })
         })?;
         query = query.param(name, bolt);
     }
-    let mut stream = graph
-        .execute(query)
-        .await
-        .map_err(|e| from_neo4rs(&e, &[]))?;
+    let sent = |e: neo4rs::Error| Failed::after_send(from_neo4rs(&e, Duration::ZERO, &[]));
+    let mut stream = graph.execute(query).await.map_err(sent)?;
     let mut rows = Vec::new();
-    while let Some(row) = stream.next().await.map_err(|e| from_neo4rs(&e, &[]))? {
-        let object =
-            row.to_strict::<Map<String, Value>>()
-                .map_err(|e| WardenError::Conversion {
-                    database: Database::Neo4j,
-                    message: e.to_string(),
-                })?;
+    while let Some(row) = stream.next().await.map_err(sent)? {
+        let object = row.to_strict::<Map<String, Value>>().map_err(|e| {
+            Failed::after_send(WardenError::Conversion {
+                database: Database::Neo4j,
+                message: e.to_string(),
+            })
+        })?;
         rows.push(object);
     }
     Ok(rows)

@@ -8,7 +8,10 @@
 //! cancels a slow statement before warden gives up on the call) and `search_path` (warden's
 //! schema first) as startup options, since sqlx has no read timeout of its own.
 
-use std::{sync::atomic::AtomicBool, sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::AtomicBool, Arc, OnceLock},
+    time::Duration,
+};
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -21,8 +24,8 @@ use sqlx::{
 use url::Url;
 
 use crate::{
-    connection::{ConnectionActor, Driver, Timings},
-    error::{from_sqlx, Database, WardenError},
+    connection::{ConnectFuture, ConnectionActor, Driver, Failed, Timings},
+    error::{from_sqlx, Database, PgBounds, WardenError},
     secret::Secret,
     settings::{percent_decode, PostgresSettings},
 };
@@ -81,21 +84,21 @@ impl<T: 'static> WithPool<T> {
     }
 }
 
-/// What a connected PostgresActor holds: the pool callers share, and one connection of its
-/// own for probes. Probing through the pool would measure the pool's contention, not the
-/// server: with every pooled connection busy, a probe waiting to acquire one would time out
-/// and take a healthy database for a dead one. The probe connection counts towards
-/// `max_connections`, so the pool gets one less.
-#[derive(Clone)]
-pub struct PgClient {
-    pool: PgPool,
-    probe: Arc<tokio::sync::Mutex<Option<sqlx::PgConnection>>>,
-}
+/// A generation's probe connection: PostgresActor's own, outside the pool. Probing through
+/// the pool would measure its contention, not the server: with every pooled connection busy, a
+/// probe waiting for one would time out and take a healthy database for a dead one. It counts
+/// towards `max_connections`, so the pool gets one less.
+pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
 
-/// Connects, probes and closes sqlx pools.
+/// Connects, probes and closes; owns the pool callers share.
 pub struct PgDriver {
     settings: PostgresSettings,
     password: Option<Secret>,
+    /// Created on the first successful connect and kept until shutdown: with
+    /// `test_before_acquire` the pool discards dead connections by itself, and one pool for
+    /// the actor's life means warden never holds more than `max_connections`, even while calls
+    /// from before an outage still hold connections.
+    pool: Arc<OnceLock<PgPool>>,
     /// Migrations run once per process, on the first successful connect.
     migrated: Arc<AtomicBool>,
 }
@@ -107,8 +110,29 @@ impl PgDriver {
         Self {
             settings,
             password,
+            pool: Arc::new(OnceLock::new()),
             migrated: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    fn bounds(&self) -> PgBounds {
+        PgBounds {
+            acquire: self.settings.connect_timeout,
+            statement: self.statement_timeout(),
+        }
+    }
+
+    fn pool_options(&self) -> PgPoolOptions {
+        let s = &self.settings;
+        PgPoolOptions::new()
+            // One connection of max_connections is the probe's.
+            .max_connections(s.max_connections.saturating_sub(1).max(1))
+            .min_connections(s.min_connections.min(s.max_connections.saturating_sub(1)))
+            // sqlx retries connects inside acquire_timeout (30 s by default): keep it to the
+            // connect bound so an outage surfaces in seconds.
+            .acquire_timeout(s.connect_timeout)
+            // With it, a connection that died with its server is discarded, not handed out.
+            .test_before_acquire(true)
     }
 
     /// `statement_timeout` as sent: the configured one, but at least a tenth of `query_timeout`
@@ -169,51 +193,56 @@ impl PgDriver {
 }
 
 impl Driver for PgDriver {
-    type Client = PgClient;
+    type Client = PgPool;
+    type Probe = PgProbe;
     const DATABASE: Database = Database::Postgres;
 
     fn timings(&self) -> Timings {
         let s = &self.settings;
+        let migrations_pending =
+            s.run_migrations && !self.migrated.load(std::sync::atomic::Ordering::Acquire);
         Timings {
-            connect_timeout: s.connect_timeout,
+            // Migrations run inside the first connect; give them a query's time as well.
+            connect_timeout: if migrations_pending {
+                s.connect_timeout + s.query_timeout
+            } else {
+                s.connect_timeout
+            },
             query_timeout: s.query_timeout,
             probe_interval: s.probe_interval,
             probe_timeout: s.probe_timeout,
         }
     }
 
-    fn secrets(&self) -> Vec<Secret> {
-        self.password.iter().cloned().collect()
-    }
-
-    fn connect(&self) -> LocalBoxFuture<'static, Result<PgClient, WardenError>> {
+    fn connect(&self) -> ConnectFuture<PgPool, PgProbe> {
         let opts = self.connect_options();
         let s = self.settings.clone();
-        let secrets = self.secrets();
+        let secrets: Vec<Secret> = self.password.iter().cloned().collect();
         let migrated = self.migrated.clone();
+        let cell = self.pool.clone();
+        let pool_options = self.pool_options();
+        let bounds = self.bounds();
         Box::pin(async move {
             let opts = opts?;
             let secrets: Vec<&Secret> = secrets.iter().collect();
             // One connection, one TCP attempt: the pool would retry a refused connect inside
-            // acquire_timeout on its own, and warden's backoff alone must pace attempts. This
-            // connection then becomes the probe connection.
+            // acquire_timeout on its own, and warden's backoff alone must pace attempts.
             let mut conn = opts
                 .connect()
                 .await
-                .map_err(|e| from_sqlx(&e, s.connect_timeout, &secrets))?;
+                .map_err(|e| from_sqlx(&e, bounds, &secrets))?;
             let proven = async {
                 sqlx::query("SELECT 1")
                     .execute(&mut conn)
                     .await
-                    .map_err(|e| from_sqlx(&e, s.connect_timeout, &secrets))?;
+                    .map_err(|e| from_sqlx(&e, bounds, &secrets))?;
                 if s.run_migrations && !migrated.load(std::sync::atomic::Ordering::Acquire) {
-                    // Bounded by the caller's connect_timeout, like the rest of the connect.
-                    migrate_on(&mut conn, &s.schema, s.connect_timeout, &secrets).await?;
+                    migrate_on(&mut conn, &s.schema, s.query_timeout, &secrets).await?;
                     migrated.store(true, std::sync::atomic::Ordering::Release);
                     sqlx::query("RESET lock_timeout")
                         .execute(&mut conn)
                         .await
-                        .map_err(|e| from_sqlx(&e, s.connect_timeout, &secrets))?;
+                        .map_err(|e| from_sqlx(&e, bounds, &secrets))?;
                 }
                 Ok::<_, WardenError>(())
             }
@@ -224,51 +253,31 @@ impl Driver for PgDriver {
                 let _ = conn.close().await;
                 return Err(e);
             }
-            let pool = PgPoolOptions::new()
-                // One connection of max_connections is the probe's.
-                .max_connections(s.max_connections.saturating_sub(1).max(1))
-                .min_connections(s.min_connections.min(s.max_connections.saturating_sub(1)))
-                // sqlx retries connects inside acquire_timeout (30 s by default): keep it to
-                // the connect bound so an outage surfaces in seconds.
-                .acquire_timeout(s.connect_timeout)
-                // With it, the first query after a server restart gets a fresh connection.
-                .test_before_acquire(true)
-                .connect_lazy_with(opts);
-            Ok(PgClient {
-                pool,
-                probe: Arc::new(tokio::sync::Mutex::new(Some(conn))),
-            })
+            let pool = cell
+                .get_or_init(|| pool_options.connect_lazy_with(opts))
+                .clone();
+            Ok((pool, Arc::new(tokio::sync::Mutex::new(conn))))
         })
     }
 
-    fn probe(client: &PgClient) -> LocalBoxFuture<'static, Result<(), WardenError>> {
-        let probe = client.probe.clone();
+    fn probe(probe: &PgProbe) -> LocalBoxFuture<'static, Result<(), WardenError>> {
+        let probe = probe.clone();
         Box::pin(async move {
-            let mut guard = probe.lock().await;
-            let Some(conn) = guard.as_mut() else {
-                return Err(WardenError::Connection {
-                    database: Database::Postgres,
-                    message: "the probe connection is closed".into(),
-                });
-            };
+            let mut conn = probe.lock().await;
             sqlx::query("SELECT 1")
-                .execute(conn)
+                .execute(&mut *conn)
                 .await
                 .map(drop)
-                .map_err(|e| from_sqlx(&e, Duration::ZERO, &[]))
+                .map_err(|e| from_sqlx(&e, PgBounds::default(), &[]))
         })
     }
 
-    fn close(client: PgClient) -> LocalBoxFuture<'static, ()> {
+    fn close(&self) -> LocalBoxFuture<'static, ()> {
+        let cell = self.pool.clone();
         Box::pin(async move {
-            // A probe stuck on a hung server holds the lock; then the connection is dropped
-            // with the last handle instead of closed politely.
-            if let Ok(mut guard) = client.probe.try_lock() {
-                if let Some(conn) = guard.take() {
-                    let _ = conn.close().await;
-                }
+            if let Some(pool) = cell.get() {
+                pool.close().await;
             }
-            client.pool.close().await;
         })
     }
 }
@@ -283,10 +292,16 @@ pub async fn run_migrations(
     lock_timeout: Duration,
     secrets: &[&Secret],
 ) -> Result<(), WardenError> {
-    let mut conn = opts
-        .connect()
-        .await
-        .map_err(|e| from_sqlx(&e, lock_timeout, secrets))?;
+    let mut conn = opts.connect().await.map_err(|e| {
+        from_sqlx(
+            &e,
+            PgBounds {
+                acquire: lock_timeout,
+                statement: lock_timeout,
+            },
+            secrets,
+        )
+    })?;
     let result = migrate_on(&mut conn, schema, lock_timeout, secrets).await;
     let _ = conn.close().await;
     result
@@ -315,7 +330,16 @@ async fn migrate_on(
         migrator.run(&mut *conn).await.map_err(sqlx::Error::from)
     }
     .await;
-    result.map_err(|e| from_sqlx(&e, lock_timeout, secrets))?;
+    result.map_err(|e| {
+        from_sqlx(
+            &e,
+            PgBounds {
+                acquire: lock_timeout,
+                statement: lock_timeout,
+            },
+            secrets,
+        )
+    })?;
     tracing::info!(schema, "migrations applied");
     Ok(())
 }
@@ -325,11 +349,12 @@ impl actix::Handler<Sql> for PostgresActor {
 
     fn handle(&mut self, msg: Sql, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
+        let bounds = self.driver().bounds();
         let msg = Arc::new(msg);
         Box::pin(async move {
-            link.call(|client| {
+            link.call(|pool| {
                 let msg = msg.clone();
-                async move { execute(&client.pool, &msg).await }
+                async move { execute(&pool, &msg, bounds).await }
             })
             .await
         })
@@ -341,27 +366,41 @@ impl<T: 'static> actix::Handler<WithPool<T>> for PostgresActor {
 
     fn handle(&mut self, mut msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
+        let bounds = self.driver().bounds();
         Box::pin(async move {
-            link.call(|client| {
-                let fut = (msg.run)(client.pool);
-                async move { fut.await.map_err(|e| from_sqlx(&e, Duration::ZERO, &[])) }
+            link.call(|pool| {
+                let fut = (msg.run)(pool);
+                // The closure may have sent anything: only failures the server declares
+                // transient (it rolled them back) are retried.
+                async move {
+                    fut.await
+                        .map_err(|e| Failed::after_send(from_sqlx(&e, bounds, &[])))
+                }
             })
             .await
         })
     }
 }
 
-/// Runs one attempt of a statement and converts its rows.
-async fn execute(pool: &PgPool, sql: &Sql) -> Result<Rows, WardenError> {
+/// Runs one attempt of a statement and converts its rows. The connection is acquired first,
+/// so that a failure to get one (nothing sent yet) can be told from a failure mid-statement.
+async fn execute(pool: &PgPool, sql: &Sql, bounds: PgBounds) -> Result<Rows, Failed> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| Failed::before_send(from_sqlx(&e, bounds, &[])))?;
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.query.as_str()));
     for param in &sql.params {
         query = bind(query, param);
     }
     let rows = query
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(|e| from_sqlx(&e, Duration::ZERO, &[]))?;
-    rows.iter().map(row_to_json).collect()
+        .map_err(|e| Failed::after_send(from_sqlx(&e, bounds, &[])))?;
+    rows.iter()
+        .map(row_to_json)
+        .collect::<Result<_, _>>()
+        .map_err(Failed::after_send)
 }
 
 /// A NULL whose type the server infers: declared as `unknown` (OID 705), which PostgreSQL

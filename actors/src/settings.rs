@@ -274,7 +274,7 @@ impl WardenSettings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         let n = &self.neo4j;
         let uri = Url::parse(&n.uri)
-            .map_err(|e| SettingsError::new("neo4j.uri", &n.uri, e.to_string()))?;
+            .map_err(|e| SettingsError::new("neo4j.uri", redact_url(&n.uri), e.to_string()))?;
         if !matches!(
             uri.scheme(),
             "bolt" | "neo4j" | "bolt+s" | "bolt+ssc" | "neo4j+s" | "neo4j+ssc"

@@ -28,6 +28,8 @@ struct State {
     generation: u64,
     /// When set, new connections are accepted and closed at once (nothing upstream).
     close_new: bool,
+    /// A reset spares the connections accepted before this one (0: none is spared).
+    spare_below: usize,
 }
 
 /// The proxy; listening on 127.0.0.1:`port`.
@@ -46,6 +48,7 @@ impl Proxy {
             mode: Mode::Forward,
             generation: 0,
             close_new: false,
+            spare_below: 0,
         });
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
@@ -66,13 +69,17 @@ impl Proxy {
                         _ = &mut stop_rx => break,
                         conn = listener.accept() => {
                             let Ok((client, _)) = conn else { continue };
-                            acc.lock().expect("lock").push(Instant::now());
+                            let index = {
+                                let mut acc = acc.lock().expect("lock");
+                                acc.push(Instant::now());
+                                acc.len() - 1
+                            };
                             let rx = state_rx.clone();
                             if rx.borrow().close_new {
                                 drop(client);
                                 continue;
                             }
-                            tokio::spawn(relay(client, upstream, rx));
+                            tokio::spawn(relay(client, upstream, rx, index));
                         }
                     }
                 }
@@ -100,7 +107,16 @@ impl Proxy {
 
     /// Closes every open connection now.
     pub fn reset(&self) {
-        self.state.send_modify(|s| s.generation += 1);
+        self.reset_from(0);
+    }
+
+    /// Closes the open connections accepted as the `first`-th (0-based) or later; the earlier
+    /// ones stay up (say, a probe connection, while the pool's connections break).
+    pub fn reset_from(&self, first: usize) {
+        self.state.send_modify(|s| {
+            s.generation += 1;
+            s.spare_below = first;
+        });
     }
 
     /// New connections are accepted and closed at once (as a server that is not ready).
@@ -126,11 +142,16 @@ impl Drop for Proxy {
     }
 }
 
-async fn relay(client: TcpStream, upstream: u16, mut rx: watch::Receiver<State>) {
+/// Whether a state change closes connection `index` of generation `generation`.
+fn cut(state: &State, generation: u64, index: usize) -> bool {
+    state.generation != generation && index >= state.spare_below
+}
+
+async fn relay(client: TcpStream, upstream: u16, mut rx: watch::Receiver<State>, index: usize) {
     let generation = rx.borrow().generation;
     // While hung, do not even connect upstream: the client sees a silent peer.
     while rx.borrow().mode == Mode::Hang {
-        if rx.changed().await.is_err() || rx.borrow().generation != generation {
+        if rx.changed().await.is_err() || cut(&rx.borrow(), generation, index) {
             return;
         }
     }
@@ -139,14 +160,14 @@ async fn relay(client: TcpStream, upstream: u16, mut rx: watch::Receiver<State>)
     };
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = pump(cr, sw, rx.clone(), generation);
-    let down = pump(sr, cw, rx.clone(), generation);
+    let up = pump(cr, sw, rx.clone(), generation, index);
+    let down = pump(sr, cw, rx.clone(), generation, index);
     tokio::select! {
         _ = up => {},
         _ = down => {},
         _ = async {
             loop {
-                if rx.changed().await.is_err() || rx.borrow().generation != generation {
+                if rx.changed().await.is_err() || cut(&rx.borrow(), generation, index) {
                     return;
                 }
             }
@@ -159,6 +180,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut rx: watch::Receiver<State>,
     generation: u64,
+    index: usize,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -168,7 +190,7 @@ async fn pump(
         };
         // Hold the bytes while hung: the other side sees nothing.
         while rx.borrow().mode == Mode::Hang {
-            if rx.changed().await.is_err() || rx.borrow().generation != generation {
+            if rx.changed().await.is_err() || cut(&rx.borrow(), generation, index) {
                 return;
             }
         }
