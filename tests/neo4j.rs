@@ -171,18 +171,26 @@ fn cypher_returns_rows_from_a_live_graph() {
     });
 }
 
-/// kill -9 of the graph server: unhealthy within probe_interval + probe_timeout, calls fail
-/// fast, and after a restart warden is connected again within the pending backoff + 1 s.
+/// kill -9 of the graph server (with PostgreSQL up, so readiness hinges on it): unhealthy
+/// within probe_interval + probe_timeout and `/health/ready` 503, calls fail fast, and after a
+/// restart warden is connected again within the pending backoff + 1 s, and ready again.
 #[test]
 fn graph_kill9_is_detected_and_recovered() {
     let mut graph = GraphServer::start();
+    let pg = support::pg::PgServer::start();
     actix_test(async {
-        let settings = fast_settings(&graph.uri(), &no_pg());
+        let settings = fast_settings(&graph.uri(), &pg.url());
         let detect_bound = settings.neo4j.probe_interval + settings.neo4j.probe_timeout;
         let query_timeout = settings.neo4j.query_timeout;
         let warden = Warden::start(settings).unwrap();
         let health = warden.health_handle();
+        let http = support::serve_health(&warden);
         neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(10)).await;
+        eventually(Duration::from_secs(5), "ready", || {
+            let url = format!("{http}/health/ready");
+            async move { (support::http_status(&url).await == 200).then_some(()) }
+        })
+        .await;
 
         let killed = Instant::now();
         graph.kill9();
@@ -202,6 +210,10 @@ fn graph_kill9_is_detected_and_recovered() {
             "detection took {detected:?}"
         );
         assert!(!health.view().ready());
+        assert_eq!(
+            support::http_status(&format!("{http}/health/ready")).await,
+            503
+        );
         let started = Instant::now();
         let result = warden
             .neo4j
@@ -235,6 +247,11 @@ fn graph_kill9_is_detected_and_recovered() {
         })
         .await;
         assert_eq!(rows[0]["one"], json!(1));
+        eventually(Duration::from_secs(3), "ready again", || {
+            let url = format!("{http}/health/ready");
+            async move { (support::http_status(&url).await == 200).then_some(()) }
+        })
+        .await;
         warden.shutdown(Duration::from_secs(1)).await;
     });
 }

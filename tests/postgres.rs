@@ -114,19 +114,27 @@ fn sql_returns_typed_rows_and_binds_params() {
     });
 }
 
-/// kill -9 of PostgreSQL: health turns unhealthy within probe_interval + probe_timeout, calls
-/// in flight and new ones end with errors within query_timeout, and after a restart warden is
-/// connected again within the pending backoff delay + 1 s.
+/// kill -9 of PostgreSQL (with the graph up, so readiness hinges on it): health turns
+/// unhealthy within probe_interval + probe_timeout and `/health/ready` 503, calls in flight and
+/// new ones end with errors within query_timeout, and after a restart warden is connected
+/// again within the pending backoff delay + 1 s, and ready again.
 #[test]
 fn postgres_kill9_is_detected_and_recovered() {
     let pg = PgServer::start();
+    let graph = support::graph::GraphServer::start();
     actix_test(async {
-        let settings = fast_settings(&no_graph(), &pg.url());
+        let settings = fast_settings(&graph.uri(), &pg.url());
         let query_timeout = settings.postgres.query_timeout;
         let detect_bound = settings.postgres.probe_interval + settings.postgres.probe_timeout;
         let warden = Warden::start(settings).unwrap();
         let health = warden.health_handle();
+        let http = support::serve_health(&warden);
         pg_connected(&warden).await;
+        eventually(Duration::from_secs(5), "ready", || {
+            let url = format!("{http}/health/ready");
+            async move { (support::http_status(&url).await == 200).then_some(()) }
+        })
+        .await;
 
         // Calls in flight when the server dies.
         let in_flight: Vec<_> = (0..3)
@@ -162,6 +170,10 @@ fn postgres_kill9_is_detected_and_recovered() {
             "detection took {detected:?}, bound {detect_bound:?}"
         );
         assert!(!health.view().ready());
+        assert_eq!(
+            support::http_status(&format!("{http}/health/ready")).await,
+            503
+        );
 
         for call in in_flight {
             let (result, took) = call.await.expect("task");
@@ -212,6 +224,11 @@ fn postgres_kill9_is_detected_and_recovered() {
         assert_eq!(rows[0]["one"], json!(1));
         let restarts = health.view().components[&Database::Postgres].restarts;
         assert!(restarts >= 1, "the actor restarted under its supervisor");
+        eventually(Duration::from_secs(3), "ready again", || {
+            let url = format!("{http}/health/ready");
+            async move { (support::http_status(&url).await == 200).then_some(()) }
+        })
+        .await;
         warden.shutdown(Duration::from_secs(2)).await;
     });
 }

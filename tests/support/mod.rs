@@ -87,6 +87,25 @@ pub fn actix_test<F: Future<Output = ()>>(body: F) {
     system.block_on(body);
 }
 
+/// Serves warden's HTTP layer in-process on a free port (inside the current actix system);
+/// returns a GET helper's base URL.
+pub fn serve_health(warden: &warden_actors::Warden) -> String {
+    let port = free_port();
+    let state = warden::web::AppState::new(warden.health_handle(), Instant::now());
+    let server = warden::web::server(([127, 0, 0, 1], port).into(), state, Duration::from_secs(1))
+        .expect("bind the health server");
+    actix::spawn(server);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The status code of a GET.
+pub async fn http_status(url: &str) -> u16 {
+    reqwest::get(url)
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
 /// Settings with millisecond timings, pointed at the given servers.
 pub fn fast_settings(neo4j_uri: &str, pg_url: &str) -> warden_actors::WardenSettings {
     let mut s = warden_actors::WardenSettings::default();
