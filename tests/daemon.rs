@@ -183,8 +183,12 @@ fn wrong_passwords_show_in_health_and_never_leak() {
                 pg.port
             ),
         );
-        env.retain(|(k, _)| *k != "NEO4J_PASSWORD");
+        env.retain(|(k, _)| *k != "NEO4J_PASSWORD" && !k.starts_with("WARDEN__BACKOFF__"));
         env.push(("NEO4J_PASSWORD", "wrong-graph-pass".into()));
+        // The stub serves one connection; a slow backoff keeps its refusal on show instead of
+        // the "connection refused" of the attempts after it.
+        env.push(("WARDEN__BACKOFF__INITIAL", "3s".into()));
+        env.push(("WARDEN__BACKOFF__MAX", "5s".into()));
         let d = Daemon::spawn(&[], &env);
         let body = eventually(
             Duration::from_secs(10),
