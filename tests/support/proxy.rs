@@ -5,9 +5,37 @@
 //! thread and runtime, independent of the actix system under test, and stops when dropped.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::Instant,
 };
+
+/// Connections open through the proxy right now, and the most ever open at once: exactly what
+/// the client holds, with no sampling.
+#[derive(Default)]
+struct OpenCount {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Counts one open connection for as long as it lives.
+struct Open(Arc<OpenCount>);
+
+impl Open {
+    fn new(count: &Arc<OpenCount>) -> Self {
+        let now = count.now.fetch_add(1, Ordering::SeqCst) + 1;
+        count.peak.fetch_max(now, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -37,6 +65,7 @@ pub struct Proxy {
     pub port: u16,
     state: watch::Sender<State>,
     accepted: Arc<Mutex<Vec<Instant>>>,
+    open: Arc<OpenCount>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -54,6 +83,8 @@ impl Proxy {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let acc = accepted.clone();
+        let open = Arc::new(OpenCount::default());
+        let counter = open.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -79,7 +110,11 @@ impl Proxy {
                                 drop(client);
                                 continue;
                             }
-                            tokio::spawn(relay(client, upstream, rx, index));
+                            let guard = Open::new(&counter);
+                            tokio::spawn(async move {
+                                relay(client, upstream, rx, index).await;
+                                drop(guard);
+                            });
                         }
                     }
                 }
@@ -90,6 +125,7 @@ impl Proxy {
             port,
             state: state_tx,
             accepted,
+            open,
             shutdown: Some(stop_tx),
             thread: Some(thread),
         }
@@ -122,6 +158,16 @@ impl Proxy {
     /// New connections are accepted and closed at once (as a server that is not ready).
     pub fn close_new(&self, on: bool) {
         self.state.send_modify(|s| s.close_new = on);
+    }
+
+    /// Connections open through the proxy right now.
+    pub fn open_now(&self) -> usize {
+        self.open.now.load(Ordering::SeqCst)
+    }
+
+    /// The most connections ever open through the proxy at once.
+    pub fn peak_open(&self) -> usize {
+        self.open.peak.load(Ordering::SeqCst)
     }
 
     /// When each connection was accepted.
