@@ -47,7 +47,8 @@ impl CircuitBoard {
     }
 }
 
-/// One outcome of a query attempt or a probe. Sent with `do_send`: reporting never waits.
+/// One outcome of a call (one per call, whatever its retries) or of a probe. Sent with
+/// `do_send`: reporting never waits.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Outcome {

@@ -65,6 +65,8 @@ pub struct Timings {
     pub probe_interval: Duration,
     /// Bound on one probe.
     pub probe_timeout: Duration,
+    /// Calls that may hold a pooled connection at once: the pool's size.
+    pub call_slots: usize,
 }
 
 /// A connect in progress: the shared client and this generation's probe connection.
@@ -90,43 +92,113 @@ pub trait Driver: Unpin + 'static {
 
     /// One liveness round trip on the probe connection. The caller bounds it by
     /// `probe_timeout`.
-    fn probe(probe: &Self::Probe) -> LocalBoxFuture<'static, Result<(), WardenError>>;
+    fn probe(&self, probe: &Self::Probe) -> LocalBoxFuture<'static, Result<(), WardenError>>;
 
     /// Closes the shared pool, at shutdown.
     fn close(&self) -> LocalBoxFuture<'static, ()>;
 }
 
-/// How an attempt failed: the error, and whether the statement may have reached the server.
-/// A statement that may have run is not retried (a retried INSERT would run twice), unless the
-/// server itself said it rolled it back (a transient `Query` error).
+/// How far an attempt got before it failed, which decides whether running it again is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// Nothing reached the server (no connection could be had).
+    Nothing,
+    /// One statement may have reached the server. If the server says it rolled it back and
+    /// asks for a retry (a transient `Query` error), running it again is safe.
+    OneStatement,
+    /// A caller's closure ran: it may have committed earlier statements, whatever the last
+    /// error says.
+    Anything,
+}
+
+/// How an attempt failed: the error, and how far it got. A statement that may have run is not
+/// retried (a retried INSERT would run twice), unless the server rolled it back.
 #[derive(Debug, Clone)]
 pub struct Failed {
     /// What went wrong.
     pub error: WardenError,
-    /// Whether the statement may have reached the server.
-    pub sent: bool,
+    /// How far the attempt got.
+    pub reached: Reached,
 }
 
 impl Failed {
-    /// A failure before anything was sent (acquiring a connection): always safe to retry.
+    /// A failure before anything was sent (acquiring a connection).
     pub fn before_send(error: WardenError) -> Self {
-        Self { error, sent: false }
+        Self {
+            error,
+            reached: Reached::Nothing,
+        }
     }
 
-    /// A failure once the statement may have been sent.
+    /// A failure once a single statement may have been sent.
     pub fn after_send(error: WardenError) -> Self {
-        Self { error, sent: true }
+        Self {
+            error,
+            reached: Reached::OneStatement,
+        }
+    }
+
+    /// A failure of a caller's closure, which may have done anything.
+    pub fn opaque(error: WardenError) -> Self {
+        Self {
+            error,
+            reached: Reached::Anything,
+        }
     }
 
     /// Whether running the same attempt again cannot do anything twice.
     fn retry_safe(&self) -> bool {
-        match &self.error {
+        match (self.reached, &self.error) {
+            (Reached::Nothing, e) => e.is_transient(),
             // The server rolled the statement back and asks for a retry.
-            WardenError::Query {
-                transient: true, ..
-            } => true,
-            // Nothing reached the server.
-            e => !self.sent && e.is_transient(),
+            (Reached::OneStatement, WardenError::Query { transient, .. }) => *transient,
+            (Reached::OneStatement, _) | (Reached::Anything, _) => false,
+        }
+    }
+}
+
+/// A shared pool that is created on the first successful connect and closed once, at
+/// shutdown. Connect and close go through one lock, so a connect that finishes after shutdown
+/// cannot open a pool that nobody would close.
+pub(crate) struct PoolSlot<T>(std::sync::Mutex<Slot<T>>);
+
+enum Slot<T> {
+    Empty,
+    Open(T),
+    Closed,
+}
+
+impl<T: Clone> PoolSlot<T> {
+    pub(crate) fn new() -> Self {
+        Self(std::sync::Mutex::new(Slot::Empty))
+    }
+
+    /// The pool, opened by `open` the first time; `None` once closed.
+    pub(crate) fn get_or_open(&self, open: impl FnOnce() -> T) -> Option<T> {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*slot {
+            Slot::Open(pool) => Some(pool.clone()),
+            Slot::Closed => None,
+            Slot::Empty => {
+                let pool = open();
+                *slot = Slot::Open(pool.clone());
+                Some(pool)
+            }
+        }
+    }
+
+    /// Takes the pool out for closing; later connects get `None`.
+    pub(crate) fn close(&self) -> Option<T> {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match std::mem::replace(&mut *slot, Slot::Closed) {
+            Slot::Open(pool) => Some(pool),
+            Slot::Empty | Slot::Closed => None,
         }
     }
 }
@@ -152,8 +224,13 @@ pub(crate) struct Link<C> {
     retry: RetrySettings,
     jitter: f64,
     query_timeout: Duration,
-    /// Weak, so that dropping every `Addr` of the actor still stops it.
+    /// Weak: a call must not keep the actor's mailbox open (the actor's own timers keep the
+    /// actor alive until an orderly [`Shutdown`]).
     owner: OnceLock<WeakRecipient<ConnectionLost>>,
+    /// One permit per pooled connection. Waiting for one is the acquire phase: bounded by the
+    /// call's deadline, reported as `Timeout { phase: Acquire }`, which a busy pool earns
+    /// without counting against the database's circuit.
+    permits: tokio::sync::Semaphore,
     in_flight: AtomicUsize,
     idle: Notify,
 }
@@ -176,7 +253,7 @@ impl<C: Clone + 'static> Link<C> {
         breaker: Addr<BreakerActor>,
         retry: RetrySettings,
         jitter: f64,
-        query_timeout: Duration,
+        timings: Timings,
     ) -> Self {
         Self {
             database,
@@ -187,8 +264,9 @@ impl<C: Clone + 'static> Link<C> {
             breaker,
             retry,
             jitter,
-            query_timeout,
+            query_timeout: timings.query_timeout,
             owner: OnceLock::new(),
+            permits: tokio::sync::Semaphore::new(timings.call_slots.max(1)),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }
@@ -233,7 +311,21 @@ impl<C: Clone + 'static> Link<C> {
                 (Err(refused), None) => return Err(refused),
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let failed = match tokio::time::timeout(remaining, attempt(client)).await {
+            let permit = match tokio::time::timeout(remaining, self.permits.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                // The semaphore is never closed; a timeout means every slot stayed busy.
+                _ => {
+                    return Err(WardenError::Timeout {
+                        database: self.database,
+                        phase: TimeoutPhase::Acquire,
+                        after: self.query_timeout,
+                    })
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let outcome = tokio::time::timeout(remaining, attempt(client)).await;
+            drop(permit);
+            let failed = match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(failed)) => failed,
                 // The whole budget is spent: no retry can fit any more.
@@ -388,7 +480,7 @@ impl<D: Driver> ConnectionActor<D> {
             breaker.clone(),
             *retry,
             backoff.jitter,
-            timings.query_timeout,
+            timings,
         ));
         Self {
             driver,
@@ -540,7 +632,7 @@ impl<D: Driver> ConnectionActor<D> {
         let timeout = self.driver.timings().probe_timeout;
         let generation = self.generation;
         let started = Instant::now();
-        let probe = D::probe(probe);
+        let probe = self.driver.probe(probe);
         let fut = async move {
             match tokio::time::timeout(timeout, probe).await {
                 Ok(result) => result,
@@ -655,5 +747,56 @@ impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
             act.push_health();
             tracing::info!(database = %D::DATABASE, "connection closed");
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn_error() -> WardenError {
+        WardenError::Connection {
+            database: Database::Postgres,
+            message: "reset".into(),
+        }
+    }
+
+    fn deadlock() -> WardenError {
+        WardenError::Query {
+            database: Database::Postgres,
+            code: "40P01".into(),
+            message: "deadlock".into(),
+            transient: true,
+        }
+    }
+
+    #[test]
+    fn only_attempts_that_cannot_run_twice_are_retried() {
+        // Nothing reached the server: any transient failure may be retried.
+        assert!(Failed::before_send(conn_error()).retry_safe());
+        // A statement that may have run is retried only if the server rolled it back.
+        assert!(!Failed::after_send(conn_error()).retry_safe());
+        assert!(Failed::after_send(deadlock()).retry_safe());
+        // A caller's closure may have committed earlier statements: never retried.
+        assert!(!Failed::opaque(deadlock()).retry_safe());
+        assert!(!Failed::opaque(conn_error()).retry_safe());
+        // Not transient: never retried.
+        let syntax = WardenError::Query {
+            database: Database::Postgres,
+            code: "42601".into(),
+            message: "syntax".into(),
+            transient: false,
+        };
+        assert!(!Failed::before_send(syntax).retry_safe());
+    }
+
+    #[test]
+    fn a_pool_slot_opens_once_and_stays_closed() {
+        let slot = PoolSlot::new();
+        assert_eq!(slot.get_or_open(|| 1), Some(1));
+        assert_eq!(slot.get_or_open(|| 2), Some(1));
+        assert_eq!(slot.close(), Some(1));
+        assert_eq!(slot.get_or_open(|| 3), None);
+        assert_eq!(slot.close(), None);
     }
 }

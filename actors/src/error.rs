@@ -209,7 +209,14 @@ impl WardenError {
     pub fn is_connection_loss(&self) -> bool {
         matches!(
             self,
-            WardenError::Connection { .. } | WardenError::Authentication { .. }
+            WardenError::Connection { .. }
+                | WardenError::Authentication { .. }
+                // sqlx retries a refused connect inside the acquire phase until it gives up:
+                // from the outside that is the only sign of a server that went away.
+                | WardenError::Timeout {
+                    phase: TimeoutPhase::Acquire,
+                    ..
+                }
         )
     }
 

@@ -7,10 +7,7 @@
 //! `query_timeout`, which covers the whole call. Only auto-commit queries are used: explicit
 //! transactions are not needed by a probe or a single statement.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -18,9 +15,10 @@ use neo4rs::{BoltType, ConfigBuilder, Graph};
 use serde_json::{Map, Value};
 
 use crate::{
-    connection::{ConnectFuture, ConnectionActor, Driver, Failed, Timings},
+    connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Timings},
     error::{from_neo4rs, Database, WardenError},
     postgres::Rows,
+    secret::Secret,
     settings::Neo4jSettings,
 };
 
@@ -80,15 +78,19 @@ pub struct Neo4jDriver {
     /// that fails, so the pool survives outages by itself, and one pool for the actor's life
     /// bounds warden's connections. Each generation's probe uses a graph of one connection of
     /// its own, so that a busy pool cannot fail a probe; it counts towards `max_connections`.
-    graph: Arc<OnceLock<Graph>>,
+    graph: Arc<PoolSlot<Graph>>,
+    /// Scrubbed from every error text.
+    secrets: Arc<Vec<Secret>>,
 }
 
 impl Neo4jDriver {
     /// A driver for validated settings.
     pub fn new(settings: Neo4jSettings) -> Self {
+        let secrets = Arc::new(vec![settings.password.clone()]);
         Self {
             settings,
-            graph: Arc::new(OnceLock::new()),
+            graph: Arc::new(PoolSlot::new()),
+            secrets,
         }
     }
 }
@@ -105,14 +107,16 @@ impl Driver for Neo4jDriver {
             query_timeout: s.query_timeout,
             probe_interval: s.probe_interval,
             probe_timeout: s.probe_timeout,
+            call_slots: s.max_connections.saturating_sub(1).max(1) as usize,
         }
     }
 
     fn connect(&self) -> ConnectFuture<Graph, Graph> {
         let s = self.settings.clone();
-        let cell = self.graph.clone();
+        let slot = self.graph.clone();
+        let secrets = self.secrets.clone();
         Box::pin(async move {
-            let secrets = [&s.password];
+            let secrets = refs(&secrets);
             let t = s.connect_timeout;
             // Built field by field; the derived Debug of neo4rs's Config prints the password,
             // so it is never formatted.
@@ -133,32 +137,39 @@ impl Driver for Neo4jDriver {
             ping(&probe)
                 .await
                 .map_err(|e| from_neo4rs(&e, t, &secrets))?;
-            let graph = match cell.get() {
-                Some(graph) => graph.clone(),
-                None => {
-                    let graph = Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
-                        .map_err(|e| from_neo4rs(&e, t, &secrets))?;
-                    cell.get_or_init(|| graph).clone()
-                }
-            };
-            Ok((graph, probe))
+            // Creating a graph opens nothing, so it is cheap to build one that loses the race.
+            let shared = Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
+                .map_err(|e| from_neo4rs(&e, t, &secrets))?;
+            match slot.get_or_open(|| shared) {
+                Some(graph) => Ok((graph, probe)),
+                // Shut down while this connect ran.
+                None => Err(WardenError::Stopped {
+                    database: Database::Neo4j,
+                }),
+            }
         })
     }
 
-    fn probe(probe: &Graph) -> LocalBoxFuture<'static, Result<(), WardenError>> {
+    fn probe(&self, probe: &Graph) -> LocalBoxFuture<'static, Result<(), WardenError>> {
         let probe = probe.clone();
+        let secrets = self.secrets.clone();
         Box::pin(async move {
             ping(&probe)
                 .await
-                .map_err(|e| from_neo4rs(&e, Duration::ZERO, &[]))
+                .map_err(|e| from_neo4rs(&e, Duration::ZERO, &refs(&secrets)))
         })
     }
 
     fn close(&self) -> LocalBoxFuture<'static, ()> {
-        // neo4rs has no close: the pool's sockets close when its last handle is dropped, which
-        // is when the actor (holding the driver) goes away after the drain.
+        // neo4rs has no close: taking the shared graph out drops the driver's handle, and its
+        // pool's sockets close with the last handle, that of the last call still running.
+        drop(self.graph.close());
         Box::pin(async {})
     }
+}
+
+fn refs(secrets: &[Secret]) -> Vec<&Secret> {
+    secrets.iter().collect()
 }
 
 async fn ping(graph: &Graph) -> Result<(), neo4rs::Error> {
@@ -172,11 +183,13 @@ impl actix::Handler<Cypher> for Neo4jActor {
 
     fn handle(&mut self, msg: Cypher, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
+        let secrets = self.driver().secrets.clone();
         let msg = Arc::new(msg);
         Box::pin(async move {
             link.call(|graph| {
                 let msg = msg.clone();
-                async move { execute(&graph, &msg).await }
+                let secrets = secrets.clone();
+                async move { execute(&graph, &msg, &refs(&secrets)).await }
             })
             .await
         })
@@ -188,12 +201,16 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
 
     fn handle(&mut self, mut msg: WithGraph<T>, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
+        let secrets = self.driver().secrets.clone();
         Box::pin(async move {
             link.call(|graph| {
                 let fut = (msg.run)(graph);
+                let secrets = secrets.clone();
+                // The closure may have committed anything before it failed: never retried.
                 async move {
-                    fut.await
-                        .map_err(|e| Failed::after_send(from_neo4rs(&e, Duration::ZERO, &[])))
+                    fut.await.map_err(|e| {
+                        Failed::opaque(from_neo4rs(&e, Duration::ZERO, &refs(&secrets)))
+                    })
                 }
             })
             .await
@@ -204,7 +221,7 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
 /// Runs one attempt. neo4rs takes a pooled connection and sends the statement in one call, so
 /// a failure cannot be placed before or after sending: it counts as sent, and only failures the
 /// server declares transient are retried (neo4rs itself already retries those).
-async fn execute(graph: &Graph, cypher: &Cypher) -> Result<Rows, Failed> {
+async fn execute(graph: &Graph, cypher: &Cypher, secrets: &[&Secret]) -> Result<Rows, Failed> {
     let mut query = neo4rs::query(&cypher.query);
     for (name, value) in &cypher.params {
         let bolt = BoltType::try_from(value.clone()).map_err(|_| {
@@ -215,7 +232,7 @@ async fn execute(graph: &Graph, cypher: &Cypher) -> Result<Rows, Failed> {
         })?;
         query = query.param(name, bolt);
     }
-    let sent = |e: neo4rs::Error| Failed::after_send(from_neo4rs(&e, Duration::ZERO, &[]));
+    let sent = |e: neo4rs::Error| Failed::after_send(from_neo4rs(&e, Duration::ZERO, secrets));
     let mut stream = graph.execute(query).await.map_err(sent)?;
     let mut rows = Vec::new();
     while let Some(row) = stream.next().await.map_err(sent)? {

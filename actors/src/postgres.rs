@@ -9,7 +9,7 @@
 //! schema first) as startup options, since sqlx has no read timeout of its own.
 
 use std::{
-    sync::{atomic::AtomicBool, Arc, OnceLock},
+    sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
 
@@ -24,7 +24,7 @@ use sqlx::{
 use url::Url;
 
 use crate::{
-    connection::{ConnectFuture, ConnectionActor, Driver, Failed, Timings},
+    connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Timings},
     error::{from_sqlx, Database, PgBounds, WardenError},
     secret::Secret,
     settings::{percent_decode, PostgresSettings},
@@ -98,7 +98,10 @@ pub struct PgDriver {
     /// `test_before_acquire` the pool discards dead connections by itself, and one pool for
     /// the actor's life means warden never holds more than `max_connections`, even while calls
     /// from before an outage still hold connections.
-    pool: Arc<OnceLock<PgPool>>,
+    pool: Arc<PoolSlot<PgPool>>,
+    /// Scrubbed from every error text: the password, and libpq's `PGPASSWORD`, which sqlx
+    /// honours when the URL has none.
+    secrets: Arc<Vec<Secret>>,
     /// Migrations run once per process, on the first successful connect.
     migrated: Arc<AtomicBool>,
 }
@@ -107,10 +110,16 @@ impl PgDriver {
     /// A driver for validated settings.
     pub fn new(settings: PostgresSettings) -> Self {
         let password = settings.effective_password();
+        let secrets = password
+            .iter()
+            .cloned()
+            .chain(std::env::var("PGPASSWORD").ok().map(Secret::new))
+            .collect();
         Self {
             settings,
             password,
-            pool: Arc::new(OnceLock::new()),
+            pool: Arc::new(PoolSlot::new()),
+            secrets: Arc::new(secrets),
             migrated: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -211,13 +220,14 @@ impl Driver for PgDriver {
             query_timeout: s.query_timeout,
             probe_interval: s.probe_interval,
             probe_timeout: s.probe_timeout,
+            call_slots: s.max_connections.saturating_sub(1).max(1) as usize,
         }
     }
 
     fn connect(&self) -> ConnectFuture<PgPool, PgProbe> {
         let opts = self.connect_options();
         let s = self.settings.clone();
-        let secrets: Vec<Secret> = self.password.iter().cloned().collect();
+        let secrets = self.secrets.clone();
         let migrated = self.migrated.clone();
         let cell = self.pool.clone();
         let pool_options = self.pool_options();
@@ -226,7 +236,8 @@ impl Driver for PgDriver {
             let opts = opts?;
             let secrets: Vec<&Secret> = secrets.iter().collect();
             // One connection, one TCP attempt: the pool would retry a refused connect inside
-            // acquire_timeout on its own, and warden's backoff alone must pace attempts.
+            // acquire_timeout on its own. Warden's backoff paces these connects; the pool's own
+            // refills happen only inside a call's acquire, bounded by acquire_timeout.
             let mut conn = opts
                 .connect()
                 .await
@@ -253,29 +264,34 @@ impl Driver for PgDriver {
                 let _ = conn.close().await;
                 return Err(e);
             }
-            let pool = cell
-                .get_or_init(|| pool_options.connect_lazy_with(opts))
-                .clone();
+            let Some(pool) = cell.get_or_open(|| pool_options.connect_lazy_with(opts)) else {
+                // Shut down while this connect ran.
+                let _ = conn.close().await;
+                return Err(WardenError::Stopped {
+                    database: Database::Postgres,
+                });
+            };
             Ok((pool, Arc::new(tokio::sync::Mutex::new(conn))))
         })
     }
 
-    fn probe(probe: &PgProbe) -> LocalBoxFuture<'static, Result<(), WardenError>> {
+    fn probe(&self, probe: &PgProbe) -> LocalBoxFuture<'static, Result<(), WardenError>> {
         let probe = probe.clone();
+        let secrets = self.secrets.clone();
         Box::pin(async move {
             let mut conn = probe.lock().await;
             sqlx::query("SELECT 1")
                 .execute(&mut *conn)
                 .await
                 .map(drop)
-                .map_err(|e| from_sqlx(&e, PgBounds::default(), &[]))
+                .map_err(|e| from_sqlx(&e, PgBounds::default(), &refs(&secrets)))
         })
     }
 
     fn close(&self) -> LocalBoxFuture<'static, ()> {
-        let cell = self.pool.clone();
+        let pool = self.pool.close();
         Box::pin(async move {
-            if let Some(pool) = cell.get() {
+            if let Some(pool) = pool {
                 pool.close().await;
             }
         })
@@ -350,11 +366,13 @@ impl actix::Handler<Sql> for PostgresActor {
     fn handle(&mut self, msg: Sql, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
         let bounds = self.driver().bounds();
+        let secrets = self.driver().secrets.clone();
         let msg = Arc::new(msg);
         Box::pin(async move {
             link.call(|pool| {
                 let msg = msg.clone();
-                async move { execute(&pool, &msg, bounds).await }
+                let secrets = secrets.clone();
+                async move { execute(&pool, &msg, bounds, &refs(&secrets)).await }
             })
             .await
         })
@@ -367,14 +385,15 @@ impl<T: 'static> actix::Handler<WithPool<T>> for PostgresActor {
     fn handle(&mut self, mut msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
         let bounds = self.driver().bounds();
+        let secrets = self.driver().secrets.clone();
         Box::pin(async move {
             link.call(|pool| {
                 let fut = (msg.run)(pool);
-                // The closure may have sent anything: only failures the server declares
-                // transient (it rolled them back) are retried.
+                let secrets = secrets.clone();
+                // The closure may have committed anything before it failed: never retried.
                 async move {
                     fut.await
-                        .map_err(|e| Failed::after_send(from_sqlx(&e, bounds, &[])))
+                        .map_err(|e| Failed::opaque(from_sqlx(&e, bounds, &refs(&secrets))))
                 }
             })
             .await
@@ -384,11 +403,16 @@ impl<T: 'static> actix::Handler<WithPool<T>> for PostgresActor {
 
 /// Runs one attempt of a statement and converts its rows. The connection is acquired first,
 /// so that a failure to get one (nothing sent yet) can be told from a failure mid-statement.
-async fn execute(pool: &PgPool, sql: &Sql, bounds: PgBounds) -> Result<Rows, Failed> {
+async fn execute(
+    pool: &PgPool,
+    sql: &Sql,
+    bounds: PgBounds,
+    secrets: &[&Secret],
+) -> Result<Rows, Failed> {
     let mut conn = pool
         .acquire()
         .await
-        .map_err(|e| Failed::before_send(from_sqlx(&e, bounds, &[])))?;
+        .map_err(|e| Failed::before_send(from_sqlx(&e, bounds, secrets)))?;
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.query.as_str()));
     for param in &sql.params {
         query = bind(query, param);
@@ -396,11 +420,15 @@ async fn execute(pool: &PgPool, sql: &Sql, bounds: PgBounds) -> Result<Rows, Fai
     let rows = query
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| Failed::after_send(from_sqlx(&e, bounds, &[])))?;
+        .map_err(|e| Failed::after_send(from_sqlx(&e, bounds, secrets)))?;
     rows.iter()
         .map(row_to_json)
         .collect::<Result<_, _>>()
         .map_err(Failed::after_send)
+}
+
+fn refs(secrets: &[Secret]) -> Vec<&Secret> {
+    secrets.iter().collect()
 }
 
 /// A NULL whose type the server infers: declared as `unknown` (OID 705), which PostgreSQL

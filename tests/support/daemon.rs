@@ -65,6 +65,11 @@ impl Daemon {
         reqwest::get(url).await.ok()?.text().await.ok()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`TERM`, `INT`, `KILL`).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

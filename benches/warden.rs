@@ -1,0 +1,809 @@
+//! warden's benchmarks, against real local servers, printing one table.
+//!
+//! Run them with `scripts/bench` (release build; it installs wrk and the test tools first):
+//!
+//! ```text
+//! scripts/bench                       # everything, footprint load for 10 minutes
+//! scripts/bench health messages       # only some sections
+//! scripts/bench --footprint-minutes 1 # a shorter footprint soak
+//! ```
+//!
+//! Every figure that has a ceiling is a ratio against that ceiling measured in the same run,
+//! because these machines are shared and noisy. Every load is bounded in time and goes to
+//! 127.0.0.1 only. Sections:
+//! - `health`: wrk, 64 connections, `/health` (the trivial liveness handler: the ceiling) then
+//!   `/health/detailed`, both again while the graph database hangs (a proxy that accepts and
+//!   never answers).
+//! - `messages`: `SELECT 1` through a sqlx pool used directly (the ceiling) against `Sql`
+//!   messages to PostgresActor with the same pool size, at 1, 8, 32 and 128 concurrent callers;
+//!   the same for neo4rs against `Cypher` through the local graph server.
+//! - `fastfail`: the latency of a `Sql` call refused by an open circuit, over 100k calls.
+//! - `detection`: kill -9 of PostgreSQL to `healthy: false`; restart to `healthy: true`.
+//! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    future::Future,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{daemon::Daemon, graph::GraphServer, pg::PgServer, proxy::Proxy};
+use warden_actors::{
+    health::ComponentStatus, Cypher, Database, Sql, Warden, WardenError, WardenSettings,
+};
+
+/// Pool size of both paths in the message benchmark (warden's max_connections is one more:
+/// its probe connection).
+const POOL: u32 = 16;
+
+struct Args {
+    sections: Vec<String>,
+    health_seconds: u64,
+    message_seconds: u64,
+    footprint_minutes: u64,
+    detection_runs: usize,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let mut args = Args {
+            sections: Vec::new(),
+            health_seconds: 10,
+            message_seconds: 5,
+            footprint_minutes: 10,
+            detection_runs: 5,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            let mut num = |what: &str| -> u64 {
+                it.next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{what} needs a number"))
+            };
+            match a.as_str() {
+                "--health-seconds" => args.health_seconds = num("--health-seconds"),
+                "--message-seconds" => args.message_seconds = num("--message-seconds"),
+                "--footprint-minutes" => args.footprint_minutes = num("--footprint-minutes"),
+                "--detection-runs" => args.detection_runs = num("--detection-runs") as usize,
+                // cargo bench passes --bench to every bench target.
+                "--bench" => {}
+                s if !s.starts_with('-') => args.sections.push(s.to_owned()),
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        args
+    }
+
+    fn wants(&self, section: &str) -> bool {
+        self.sections.is_empty() || self.sections.iter().any(|s| s == section)
+    }
+}
+
+/// One line of the final table.
+struct Row {
+    bench: String,
+    value: String,
+    target: String,
+    ok: Option<bool>,
+}
+
+fn row(
+    rows: &mut Vec<Row>,
+    bench: impl Into<String>,
+    value: impl Into<String>,
+    target: &str,
+    ok: Option<bool>,
+) {
+    let r = Row {
+        bench: bench.into(),
+        value: value.into(),
+        target: target.into(),
+        ok,
+    };
+    eprintln!("  {:<58} {:>22}  {}", r.bench, r.value, r.target);
+    rows.push(r);
+}
+
+fn main() {
+    let args = Args::parse();
+    let mut rows = Vec::new();
+    if args.wants("health") {
+        health(&args, &mut rows);
+    }
+    if args.wants("messages") {
+        messages(&args, &mut rows);
+    }
+    if args.wants("fastfail") {
+        fast_fail(&mut rows);
+    }
+    if args.wants("detection") {
+        detection(&args, &mut rows);
+    }
+    if args.wants("footprint") {
+        footprint(&args, &mut rows);
+    }
+    println!();
+    println!("| benchmark | measured | target | met |");
+    println!("| --- | --- | --- | --- |");
+    for r in &rows {
+        let met = match r.ok {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        println!("| {} | {} | {} | {} |", r.bench, r.value, r.target, met);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health under load
+
+/// What wrk measured.
+struct Wrk {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn wrk(port: u16, path: &str, seconds: u64) -> Wrk {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{seconds}s"),
+            "--latency",
+            "--timeout",
+            "2s",
+        ])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("wrk (scripts/bench installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pct = |p: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(p))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(parse_wrk_duration)
+            .unwrap_or_else(|| panic!("no {p} in wrk output:\n{text}"))
+    };
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw errors on {path}:\n{text}"
+    );
+    Wrk {
+        rps,
+        p50: pct("50%"),
+        p99: pct("99%"),
+    }
+}
+
+fn parse_wrk_duration(s: &str) -> Duration {
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    let secs = match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => f64::NAN,
+    };
+    Duration::from_secs_f64(secs.max(0.0))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn wait_component(d: &Daemon, db: &str, healthy: bool) {
+    support::eventually(
+        Duration::from_secs(30),
+        &format!("{db} healthy={healthy}"),
+        || async {
+            let (_, body) = d.get("/health/detailed").await?;
+            (body["components"][db]["healthy"] == healthy).then_some(())
+        },
+    )
+    .await;
+}
+
+fn health(args: &Args, rows: &mut Vec<Row>) {
+    eprintln!(
+        "health: wrk -t2 -c64 -d{}s against the release daemon",
+        args.health_seconds
+    );
+    let pg = PgServer::start();
+    let graph = GraphServer::start();
+    let graph_proxy = Proxy::start(graph.port);
+    let d = Daemon::spawn(
+        &["run"],
+        &[
+            (
+                "NEO4J_URI",
+                format!("bolt://127.0.0.1:{}", graph_proxy.port),
+            ),
+            ("NEO4J_PASSWORD", "bench".into()),
+            ("DATABASE_URL", pg.url()),
+            ("WARDEN__LOG__LEVEL", "warn".into()),
+        ],
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        wait_component(&d, "neo4j", true).await;
+        wait_component(&d, "postgres", true).await;
+    });
+    let measure = |label: &str, rows: &mut Vec<Row>| {
+        let live = wrk(d.http_port, "/health", args.health_seconds);
+        let detailed = wrk(d.http_port, "/health/detailed", args.health_seconds);
+        let ratio = detailed.rps / live.rps;
+        row(
+            rows,
+            format!("{label}: /health (ceiling) req/s"),
+            format!("{:.0}", live.rps),
+            "",
+            None,
+        );
+        row(
+            rows,
+            format!("{label}: /health p50 / p99"),
+            format!("{} / {}", us(live.p50), us(live.p99)),
+            "",
+            None,
+        );
+        row(
+            rows,
+            format!("{label}: /health/detailed req/s"),
+            format!("{:.0}", detailed.rps),
+            "",
+            None,
+        );
+        row(
+            rows,
+            format!("{label}: /health/detailed ÷ /health"),
+            format!("{:.1} %", ratio * 100.0),
+            "≥ 90 %",
+            Some(ratio >= 0.9),
+        );
+        row(
+            rows,
+            format!("{label}: /health/detailed p50 / p99"),
+            format!("{} / {}", us(detailed.p50), us(detailed.p99)),
+            "p99 < 2 ms",
+            Some(detailed.p99 < Duration::from_millis(2)),
+        );
+    };
+    measure("health, both up", rows);
+    graph_proxy.hang();
+    rt.block_on(wait_component(&d, "neo4j", false));
+    measure("health, graph hung", rows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message path
+
+/// Calls per second and latency percentiles of one load run.
+struct Load {
+    calls: usize,
+    errors: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Duration::from_nanos(u64::from(sorted[i]) * 100)
+}
+
+/// One caller: calls `call` until the deadline, recording each latency (in 100 ns units).
+async fn caller<F, Fut>(call: F, deadline: Instant) -> (Vec<u32>, usize)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut lat = Vec::with_capacity(1 << 14);
+    let mut errors = 0;
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        if call().await {
+            lat.push((t.elapsed().as_nanos() / 100).min(u128::from(u32::MAX)) as u32);
+        } else {
+            errors += 1;
+        }
+    }
+    (lat, errors)
+}
+
+fn summarize(parts: Vec<(Vec<u32>, usize)>, elapsed: Duration) -> Load {
+    let errors = parts.iter().map(|p| p.1).sum();
+    let mut all: Vec<u32> = parts.into_iter().flat_map(|p| p.0).collect();
+    all.sort_unstable();
+    Load {
+        calls: all.len(),
+        errors,
+        elapsed,
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+/// Runs `concurrency` callers on a 2-worker tokio runtime: the direct drivers' ceiling.
+fn direct_load<F, Fut>(concurrency: usize, seconds: u64, call: F) -> Load
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        // Warm the pool up first, outside the measurement.
+        for _ in 0..concurrency.min(POOL as usize) {
+            call().await;
+        }
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(seconds);
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let call = call.clone();
+                tokio::spawn(async move { caller(call, deadline).await })
+            })
+            .collect();
+        let mut parts = Vec::new();
+        for t in tasks {
+            parts.push(t.await.expect("caller"));
+        }
+        summarize(parts, start.elapsed())
+    })
+}
+
+/// Runs `concurrency` callers in an actix System sending messages to warden's actors.
+async fn actor_load<F, Fut>(concurrency: usize, seconds: u64, call: F) -> Load
+where
+    F: Fn() -> Fut + Clone + 'static,
+    Fut: Future<Output = bool> + 'static,
+{
+    for _ in 0..concurrency.min(POOL as usize) {
+        call().await;
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let call = call.clone();
+            actix::spawn(async move { caller(call, deadline).await })
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await.expect("caller"));
+    }
+    summarize(parts, start.elapsed())
+}
+
+fn bench_settings(pg: &PgServer, graph_uri: &str) -> WardenSettings {
+    let mut s = WardenSettings::default();
+    s.postgres.url = pg.url();
+    s.postgres.max_connections = POOL + 1;
+    s.postgres.min_connections = 0;
+    s.neo4j.uri = graph_uri.to_owned();
+    s.neo4j.password = warden_actors::Secret::new("bench");
+    s.neo4j.max_connections = POOL + 1;
+    s
+}
+
+async fn wait_connected(warden: &Warden, db: Database) {
+    let h = warden.health_handle();
+    support::eventually(Duration::from_secs(30), "connected", || {
+        let v = h.view();
+        async move { (v.components[&db].status == ComponentStatus::Connected).then_some(()) }
+    })
+    .await;
+}
+
+fn compare(rows: &mut Vec<Row>, what: &str, n: usize, direct: &Load, actor: &Load, target: f64) {
+    let ratio = actor.rate() / direct.rate();
+    row(
+        rows,
+        format!("{what} ×{n}: direct (ceiling) calls/s, p50 / p99"),
+        format!(
+            "{:.0}, {} / {}",
+            direct.rate(),
+            us(direct.p50),
+            us(direct.p99)
+        ),
+        "",
+        None,
+    );
+    row(
+        rows,
+        format!("{what} ×{n}: warden calls/s, p50 / p99"),
+        format!("{:.0}, {} / {}", actor.rate(), us(actor.p50), us(actor.p99)),
+        "",
+        (actor.errors > 0).then_some(false),
+    );
+    let (target_text, checked) = match (what, n) {
+        ("Sql", 32 | 128) | ("Cypher", _) => {
+            (format!("≥ {:.0} %", target * 100.0), Some(ratio >= target))
+        }
+        _ => (String::new(), None),
+    };
+    row(
+        rows,
+        format!("{what} ×{n}: warden ÷ direct"),
+        format!("{:.1} %", ratio * 100.0),
+        &target_text,
+        checked,
+    );
+}
+
+fn messages(args: &Args, rows: &mut Vec<Row>) {
+    let secs = args.message_seconds;
+    eprintln!("messages: {secs} s per run, pool of {POOL} on both paths");
+    let pg = PgServer::start();
+    let graph = GraphServer::start();
+    let url = pg.url();
+    let graph_uri = graph.uri();
+    for n in [1usize, 8, 32, 128] {
+        let pool = runtime().block_on(async {
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(POOL)
+                .connect_lazy(&url)
+                .expect("pool")
+        });
+        let direct = {
+            let pool = pool.clone();
+            direct_load(n, secs, move || {
+                let pool = pool.clone();
+                async move { sqlx::query("SELECT 1").fetch_all(&pool).await.is_ok() }
+            })
+        };
+        drop(pool);
+        let actor = actix::System::new().block_on(async {
+            let warden = Warden::start(bench_settings(&pg, &graph_uri)).expect("settings");
+            wait_connected(&warden, Database::Postgres).await;
+            let addr = warden.postgres.clone();
+            let load = actor_load(n, secs, move || {
+                let addr = addr.clone();
+                async move { matches!(addr.send(Sql::new("SELECT 1")).await, Ok(Ok(_))) }
+            })
+            .await;
+            warden.shutdown(Duration::from_secs(5)).await;
+            load
+        });
+        compare(rows, "Sql", n, &direct, &actor, 0.95);
+    }
+    for n in [1usize, 8, 32, 128] {
+        let graph_uri2 = graph_uri.clone();
+        let direct = direct_load(n, secs, {
+            let config = neo4rs::ConfigBuilder::default()
+                .uri(graph_uri2.as_str())
+                .user("neo4j")
+                .password("bench")
+                .db("neo4j")
+                .max_connections(POOL as usize)
+                .build()
+                .expect("config");
+            let graph = neo4rs::Graph::connect(config).expect("graph");
+            move || {
+                let graph = graph.clone();
+                async move {
+                    match graph.execute(neo4rs::query("RETURN 1")).await {
+                        Ok(mut rows) => {
+                            let mut ok = true;
+                            loop {
+                                match rows.next().await {
+                                    Ok(Some(_)) => {}
+                                    Ok(None) => break,
+                                    Err(_) => {
+                                        ok = false;
+                                        break;
+                                    }
+                                }
+                            }
+                            ok
+                        }
+                        Err(_) => false,
+                    }
+                }
+            }
+        });
+        let actor = actix::System::new().block_on(async {
+            let warden = Warden::start(bench_settings(&pg, &graph_uri)).expect("settings");
+            wait_connected(&warden, Database::Neo4j).await;
+            let addr = warden.neo4j.clone();
+            let load = actor_load(n, secs, move || {
+                let addr = addr.clone();
+                async move { matches!(addr.send(Cypher::new("RETURN 1")).await, Ok(Ok(_))) }
+            })
+            .await;
+            warden.shutdown(Duration::from_secs(5)).await;
+            load
+        });
+        compare(rows, "Cypher", n, &direct, &actor, 0.90);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast fail
+
+fn fast_fail(rows: &mut Vec<Row>) {
+    eprintln!("fastfail: 100k Sql calls refused by an open circuit");
+    let pg = PgServer::start();
+    actix::System::new().block_on(async {
+        let mut s = bench_settings(&pg, &format!("bolt://127.0.0.1:{}", support::free_port()));
+        s.retry.max_attempts = 1;
+        s.breaker.failure_threshold = 5;
+        s.breaker.cooldown = Duration::from_secs(3600);
+        let warden = Warden::start(s).expect("settings");
+        wait_connected(&warden, Database::Postgres).await;
+        let fail = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$";
+        for _ in 0..5 {
+            let _ = warden.postgres.send(Sql::new(fail)).await;
+        }
+        let addr = warden.postgres.clone();
+        support::eventually(Duration::from_secs(5), "circuit open", || {
+            let addr = addr.clone();
+            async move {
+                matches!(
+                    addr.send(Sql::new("SELECT 1")).await,
+                    Ok(Err(WardenError::CircuitOpen { .. }))
+                )
+                .then_some(())
+            }
+        })
+        .await;
+        let mut lat = Vec::with_capacity(100_000);
+        for _ in 0..100_000 {
+            let t = Instant::now();
+            let r = addr.send(Sql::new("SELECT 1")).await;
+            lat.push((t.elapsed().as_nanos() / 100) as u32);
+            assert!(
+                matches!(r, Ok(Err(WardenError::CircuitOpen { .. }))),
+                "{r:?}"
+            );
+        }
+        lat.sort_unstable();
+        let p50 = percentile(&lat, 0.5);
+        let p99 = percentile(&lat, 0.99);
+        row(
+            rows,
+            "fast fail: refused Sql, median",
+            format!("{:.1} µs", p50.as_secs_f64() * 1e6),
+            "< 20 µs",
+            Some(p50 < Duration::from_micros(20)),
+        );
+        row(
+            rows,
+            "fast fail: refused Sql, p99",
+            format!("{:.1} µs", p99.as_secs_f64() * 1e6),
+            "",
+            None,
+        );
+        warden.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detection and recovery
+
+fn detection(args: &Args, rows: &mut Vec<Row>) {
+    eprintln!(
+        "detection: {} kill -9 / restart runs of PostgreSQL",
+        args.detection_runs
+    );
+    let pg = PgServer::start();
+    actix::System::new().block_on(async {
+        let mut s = bench_settings(&pg, &format!("bolt://127.0.0.1:{}", support::free_port()));
+        s.backoff.initial = Duration::from_millis(100);
+        s.backoff.max = Duration::from_secs(1);
+        // `healthy` also needs a closed circuit; failed connects during the outage would open
+        // it for its cooldown. This measures the connection, so the breaker stays out of it.
+        s.breaker.failure_threshold = 1_000_000;
+        let probe_bound = s.postgres.probe_interval + s.postgres.probe_timeout;
+        let warden = Warden::start(s).expect("settings");
+        let h = warden.health_handle();
+        let healthy = || h.view().components[&Database::Postgres].healthy;
+        let mut detections = Vec::new();
+        let mut overshoots = Vec::new();
+        for run in 0..args.detection_runs {
+            wait_until(&healthy, true).await;
+            // Kill at a random point of the probe cycle.
+            tokio::time::sleep(Duration::from_millis(500 + 397 * run as u64 % 1500)).await;
+            let killed = Instant::now();
+            pg.kill9();
+            wait_until(&healthy, false).await;
+            detections.push(killed.elapsed());
+            // Let it back off a while, then restart.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            pg.restart();
+            let restarted = Instant::now();
+            let pending = h.view().components[&Database::Postgres]
+                .next_attempt_at
+                .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+                .unwrap_or_default();
+            wait_until(&healthy, true).await;
+            let recovery = restarted.elapsed();
+            overshoots.push((recovery, pending));
+        }
+        let list = |v: &[Duration]| {
+            v.iter()
+                .map(|d| format!("{}", d.as_millis()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let worst = detections.iter().max().copied().unwrap_or_default();
+        row(
+            rows,
+            format!(
+                "detection: kill -9 to healthy=false, ms (runs: {})",
+                detections.len()
+            ),
+            list(&detections),
+            &format!(
+                "≤ {} ms",
+                (probe_bound + Duration::from_millis(100)).as_millis()
+            ),
+            Some(worst <= probe_bound + Duration::from_millis(100)),
+        );
+        let excess: Vec<Duration> = overshoots
+            .iter()
+            .map(|(r, p)| r.saturating_sub(*p))
+            .collect();
+        row(
+            rows,
+            "recovery: restart to healthy=true, ms",
+            list(&overshoots.iter().map(|o| o.0).collect::<Vec<_>>()),
+            "",
+            None,
+        );
+        row(
+            rows,
+            "recovery beyond the pending backoff delay, ms",
+            list(&excess),
+            "≤ 200 ms",
+            Some(excess.iter().all(|e| *e <= Duration::from_millis(200))),
+        );
+        warden.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+async fn wait_until(f: &impl Fn() -> bool, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f() != want {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for healthy={want}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Footprint
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn footprint(args: &Args, rows: &mut Vec<Row>) {
+    let minutes = args.footprint_minutes;
+    eprintln!(
+        "footprint: RSS idle, then after {minutes} min of health load and 5 PostgreSQL flaps"
+    );
+    let pg = PgServer::start();
+    let graph = GraphServer::start();
+    let d = Daemon::spawn(
+        &["run"],
+        &[
+            ("NEO4J_URI", graph.uri()),
+            ("NEO4J_PASSWORD", "bench".into()),
+            ("DATABASE_URL", pg.url()),
+            ("WARDEN__LOG__LEVEL", "warn".into()),
+            ("WARDEN__BACKOFF__INITIAL", "100ms".into()),
+            ("WARDEN__BACKOFF__MAX", "1s".into()),
+        ],
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        wait_component(&d, "neo4j", true).await;
+        wait_component(&d, "postgres", true).await;
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = rss_kib(d.pid());
+    row(
+        rows,
+        "footprint: RSS idle after start",
+        format!("{:.1} MB", idle as f64 / 1024.0),
+        "< 25 MB",
+        Some(idle < 25 * 1024),
+    );
+    // The first slice of load is the warm-up: allocator arenas and buffers settle in it, and
+    // growth is judged from its end.
+    let total = Duration::from_secs(minutes * 60);
+    let start = Instant::now();
+    let slice = total / 10;
+    let mut after_warmup = 0;
+    let mut flaps = 0;
+    for i in 0..10 {
+        let path = if i % 2 == 0 {
+            "/health/detailed"
+        } else {
+            "/health"
+        };
+        let seconds = slice.as_secs().max(1);
+        let handle = {
+            let port = d.http_port;
+            let path = path.to_owned();
+            std::thread::spawn(move || wrk(port, &path, seconds))
+        };
+        // Flaps in slices 1, 3, 5, 7, 9: kill -9 and restart while the load runs.
+        if i % 2 == 1 && flaps < 5 {
+            std::thread::sleep(slice / 3);
+            pg.kill9();
+            std::thread::sleep(Duration::from_secs(1));
+            pg.restart();
+            flaps += 1;
+        }
+        let _ = handle.join();
+        if i == 0 {
+            after_warmup = rss_kib(d.pid());
+        }
+    }
+    rt.block_on(wait_component(&d, "postgres", true));
+    std::thread::sleep(Duration::from_secs(3));
+    let after = rss_kib(d.pid());
+    row(
+        rows,
+        format!(
+            "footprint: RSS after {:.0} min of load + {flaps} flaps",
+            start.elapsed().as_secs_f64() / 60.0
+        ),
+        format!("{:.1} MB", after as f64 / 1024.0),
+        "",
+        None,
+    );
+    let growth = after as f64 - after_warmup as f64;
+    row(
+        rows,
+        "footprint: RSS growth after the first load slice",
+        format!("{:+.1} MB", growth / 1024.0),
+        "no growth beyond noise (< 1 MB)",
+        Some(growth < 1024.0),
+    );
+}
