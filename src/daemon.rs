@@ -30,7 +30,7 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
         };
         warden_actors::faults::arm_from_env(&warden);
         let state = web::AppState::new(warden.health_handle(), started);
-        let server = match web::server(cfg.http.bind, state, cfg.shutdown_timeout) {
+        let server = match web::server(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(bind = %cfg.http.bind, error = %e, "cannot listen");

@@ -10,15 +10,23 @@
 //! - Anything else: 404, or 405 for a known path with the wrong method, as
 //!   `{"error": {"code", "message"}}`.
 
-use std::time::Instant;
+use std::{
+    cell::RefCell,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use actix_web::web::Bytes;
 use actix_web::{
     http::{header, StatusCode},
     web, App, HttpRequest, HttpResponse, HttpServer,
 };
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
-use warden_actors::{health::ComponentHealth, Database, HealthHandle, HealthView};
+use warden_actors::{
+    health::{ComponentHealth, HealthSnapshot},
+    Database, HealthHandle, HealthView,
+};
 
 /// What handlers share: the health reader and the process start.
 #[derive(Clone)]
@@ -66,19 +74,61 @@ async fn live() -> HttpResponse {
     json(StatusCode::OK, r#"{"status":"ok"}"#)
 }
 
+/// How long a rendered detailed body may be served again. Dashboards poll from many places,
+/// and rendering (a view, its JSON, a timestamp) costs more than the request itself; within a
+/// millisecond nothing an operator reads can differ but the timestamp's last digit.
+const RENDER_TTL: Duration = Duration::from_millis(1);
+
+/// A rendered detailed body; per worker thread, so readers never contend.
+struct Rendered {
+    /// The snapshot it was rendered from: a new snapshot (any state change) renders again.
+    snapshot: Arc<HealthSnapshot>,
+    at: Instant,
+    body: Bytes,
+    ready: bool,
+}
+
+thread_local! {
+    static RENDERED: RefCell<Option<Rendered>> = const { RefCell::new(None) };
+}
+
+/// The detailed body and readiness, rendered at most once per snapshot and millisecond.
+fn rendered(state: &AppState) -> (Bytes, bool) {
+    let snapshot = state.health.load();
+    let now = Instant::now();
+    RENDERED.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if let Some(r) = cell.as_ref() {
+            if Arc::ptr_eq(&r.snapshot, &snapshot) && now.duration_since(r.at) < RENDER_TTL {
+                return (r.body.clone(), r.ready);
+            }
+        }
+        let view = snapshot.view();
+        let body = Bytes::from(detailed_body(state, &view));
+        let ready = view.ready();
+        *cell = Some(Rendered {
+            snapshot: Arc::clone(&snapshot),
+            at: now,
+            body: body.clone(),
+            ready,
+        });
+        (body, ready)
+    })
+}
+
 async fn detailed(state: web::Data<AppState>) -> HttpResponse {
-    let view = state.health.view();
-    json(StatusCode::OK, detailed_body(&state, &view))
+    let (body, _) = rendered(&state);
+    json(StatusCode::OK, body)
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let view = state.health.view();
-    let status = if view.ready() {
+    let (body, ready) = rendered(&state);
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json(status, detailed_body(&state, &view))
+    json(status, body)
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
@@ -137,6 +187,7 @@ const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Binds and starts the HTTP server. Signals are the daemon's business, not actix-web's.
 pub fn server(
     bind: std::net::SocketAddr,
+    workers: usize,
     state: AppState,
     shutdown_timeout: std::time::Duration,
 ) -> std::io::Result<actix_web::dev::Server> {
@@ -147,7 +198,7 @@ pub fn server(
             .default_service(web::to(not_found))
     })
     .disable_signals()
-    .workers(2)
+    .workers(workers.max(1))
     .shutdown_timeout(grace.as_secs().max(1))
     .bind(bind)?
     .run();

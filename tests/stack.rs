@@ -19,9 +19,13 @@ fn both_up_ready_and_queries_return_rows() {
         let warden = Warden::start(fast_settings(&graph.uri(), &pg.url())).unwrap();
         let port = support::free_port();
         let state = warden::web::AppState::new(warden.health_handle(), Instant::now());
-        let server =
-            warden::web::server(([127, 0, 0, 1], port).into(), state, Duration::from_secs(1))
-                .unwrap();
+        let server = warden::web::server(
+            ([127, 0, 0, 1], port).into(),
+            2,
+            state,
+            Duration::from_secs(1),
+        )
+        .unwrap();
         let handle = server.handle();
         actix::spawn(server);
         let url = format!("http://127.0.0.1:{port}/health/ready");

@@ -361,6 +361,12 @@ impl<C: Clone + 'static> Link<C> {
         }
     }
 
+    /// Whether a call would be refused right now (an open circuit, no connection), so that a
+    /// handler can answer at once without starting a call.
+    pub(crate) fn refusal(&self) -> Option<WardenError> {
+        self.admit().err()
+    }
+
     /// The refusals that cost nothing: an open circuit, no connection.
     fn admit(&self) -> Result<(C, u64), WardenError> {
         let now = Instant::now();
@@ -413,6 +419,41 @@ impl<C: Clone + 'static> Link<C> {
             }
         };
         tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+/// A database actor's answer to a call: known at once (a refusal by the circuit or the link
+/// state), sent back without spawning anything, or a future that runs by itself on the
+/// arbiter. Refusals are the path that must stay cheap while a database is down.
+pub enum Reply<T> {
+    /// The answer, now.
+    Now(T),
+    /// The answer, later; runs detached from the actor's context, so a restart cannot drop it.
+    Later(LocalBoxFuture<'static, T>),
+}
+
+impl<A, M, T> actix::dev::MessageResponse<A, M> for Reply<T>
+where
+    A: Actor,
+    M: Message<Result = T>,
+    T: 'static,
+{
+    fn handle(self, _: &mut A::Context, tx: Option<actix::dev::OneshotSender<T>>) {
+        match self {
+            Reply::Now(value) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(value);
+                }
+            }
+            Reply::Later(fut) => {
+                actix::spawn(async move {
+                    let value = fut.await;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(value);
+                    }
+                });
+            }
+        }
     }
 }
 

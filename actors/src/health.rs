@@ -246,6 +246,11 @@ impl HealthHandle {
         self.0.load_full()
     }
 
+    /// The current snapshot without touching its reference count, for the hottest readers.
+    pub fn load(&self) -> arc_swap::Guard<Arc<HealthSnapshot>> {
+        self.0.load()
+    }
+
     /// The current view, judged against the clock now.
     pub fn view(&self) -> HealthView {
         self.0.load().view()

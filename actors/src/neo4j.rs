@@ -15,7 +15,7 @@ use neo4rs::{BoltType, ConfigBuilder, Graph};
 use serde_json::{Map, Value};
 
 use crate::{
-    connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Timings},
+    connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings},
     error::{from_neo4rs, Database, WardenError},
     postgres::Rows,
     secret::Secret,
@@ -179,20 +179,23 @@ async fn ping(graph: &Graph) -> Result<(), neo4rs::Error> {
 }
 
 impl actix::Handler<Cypher> for Neo4jActor {
-    type Result = ResponseFuture<Result<Rows, WardenError>>;
+    type Result = Reply<Result<Rows, WardenError>>;
 
     fn handle(&mut self, msg: Cypher, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
+        if let Some(refused) = link.refusal() {
+            return Reply::Now(Err(refused));
+        }
         let secrets = self.driver().secrets.clone();
         let msg = Arc::new(msg);
-        Box::pin(async move {
+        Reply::Later(Box::pin(async move {
             link.call(|graph| {
                 let msg = msg.clone();
                 let secrets = secrets.clone();
                 async move { execute(&graph, &msg, &refs(&secrets)).await }
             })
             .await
-        })
+        }))
     }
 }
 

@@ -24,7 +24,7 @@ use sqlx::{
 use url::Url;
 
 use crate::{
-    connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Timings},
+    connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings},
     error::{from_sqlx, Database, PgBounds, WardenError},
     secret::Secret,
     settings::{percent_decode, PostgresSettings},
@@ -361,21 +361,24 @@ async fn migrate_on(
 }
 
 impl actix::Handler<Sql> for PostgresActor {
-    type Result = ResponseFuture<Result<Rows, WardenError>>;
+    type Result = Reply<Result<Rows, WardenError>>;
 
     fn handle(&mut self, msg: Sql, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
+        if let Some(refused) = link.refusal() {
+            return Reply::Now(Err(refused));
+        }
         let bounds = self.driver().bounds();
         let secrets = self.driver().secrets.clone();
         let msg = Arc::new(msg);
-        Box::pin(async move {
+        Reply::Later(Box::pin(async move {
             link.call(|pool| {
                 let msg = msg.clone();
                 let secrets = secrets.clone();
                 async move { execute(&pool, &msg, bounds, &refs(&secrets)).await }
             })
             .await
-        })
+        }))
     }
 }
 

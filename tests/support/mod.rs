@@ -92,8 +92,13 @@ pub fn actix_test<F: Future<Output = ()>>(body: F) {
 pub fn serve_health(warden: &warden_actors::Warden) -> String {
     let port = free_port();
     let state = warden::web::AppState::new(warden.health_handle(), Instant::now());
-    let server = warden::web::server(([127, 0, 0, 1], port).into(), state, Duration::from_secs(1))
-        .expect("bind the health server");
+    let server = warden::web::server(
+        ([127, 0, 0, 1], port).into(),
+        2,
+        state,
+        Duration::from_secs(1),
+    )
+    .expect("bind the health server");
     actix::spawn(server);
     format!("http://127.0.0.1:{port}")
 }
