@@ -186,11 +186,7 @@ fn graph_kill9_is_detected_and_recovered() {
         let health = warden.health_handle();
         let http = support::serve_health(&warden);
         neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(10)).await;
-        eventually(Duration::from_secs(5), "ready", || {
-            let url = format!("{http}/health/ready");
-            async move { (support::http_status(&url).await == 200).then_some(()) }
-        })
-        .await;
+        support::until_status(&format!("{http}/health/ready"), 200, Duration::from_secs(5)).await;
 
         let killed = Instant::now();
         graph.kill9();
@@ -247,11 +243,7 @@ fn graph_kill9_is_detected_and_recovered() {
         })
         .await;
         assert_eq!(rows[0]["one"], json!(1));
-        eventually(Duration::from_secs(3), "ready again", || {
-            let url = format!("{http}/health/ready");
-            async move { (support::http_status(&url).await == 200).then_some(()) }
-        })
-        .await;
+        support::until_status(&format!("{http}/health/ready"), 200, Duration::from_secs(3)).await;
         warden.shutdown(Duration::from_secs(1)).await;
     });
 }

@@ -142,11 +142,7 @@ fn postgres_kill9_is_detected_and_recovered() {
         let health = warden.health_handle();
         let http = support::serve_health(&warden);
         pg_connected(&warden).await;
-        eventually(Duration::from_secs(5), "ready", || {
-            let url = format!("{http}/health/ready");
-            async move { (support::http_status(&url).await == 200).then_some(()) }
-        })
-        .await;
+        support::until_status(&format!("{http}/health/ready"), 200, Duration::from_secs(5)).await;
 
         // Calls in flight when the server dies.
         let in_flight: Vec<_> = (0..3)
@@ -236,11 +232,7 @@ fn postgres_kill9_is_detected_and_recovered() {
         assert_eq!(rows[0]["one"], json!(1));
         let restarts = health.view().components[&Database::Postgres].restarts;
         assert!(restarts >= 1, "the actor restarted under its supervisor");
-        eventually(Duration::from_secs(3), "ready again", || {
-            let url = format!("{http}/health/ready");
-            async move { (support::http_status(&url).await == 200).then_some(()) }
-        })
-        .await;
+        support::until_status(&format!("{http}/health/ready"), 200, Duration::from_secs(3)).await;
         warden.shutdown(Duration::from_secs(2)).await;
     });
 }

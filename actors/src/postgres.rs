@@ -308,16 +308,14 @@ pub async fn run_migrations(
     lock_timeout: Duration,
     secrets: &[&Secret],
 ) -> Result<(), WardenError> {
-    let mut conn = opts.connect().await.map_err(|e| {
-        from_sqlx(
-            &e,
-            PgBounds {
-                acquire: lock_timeout,
-                statement: lock_timeout,
-            },
-            secrets,
-        )
-    })?;
+    let bounds = PgBounds {
+        acquire: lock_timeout,
+        statement: lock_timeout,
+    };
+    let mut conn = opts
+        .connect()
+        .await
+        .map_err(|e| from_sqlx(&e, bounds, secrets))?;
     let result = migrate_on(&mut conn, schema, lock_timeout, secrets).await;
     let _ = conn.close().await;
     result
@@ -346,16 +344,11 @@ async fn migrate_on(
         migrator.run(&mut *conn).await.map_err(sqlx::Error::from)
     }
     .await;
-    result.map_err(|e| {
-        from_sqlx(
-            &e,
-            PgBounds {
-                acquire: lock_timeout,
-                statement: lock_timeout,
-            },
-            secrets,
-        )
-    })?;
+    let bounds = PgBounds {
+        acquire: lock_timeout,
+        statement: lock_timeout,
+    };
+    result.map_err(|e| from_sqlx(&e, bounds, secrets))?;
     tracing::info!(schema, "migrations applied");
     Ok(())
 }

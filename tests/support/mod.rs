@@ -111,6 +111,14 @@ pub async fn http_status(url: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// Waits until a GET of `url` answers `status`.
+pub async fn until_status(url: &str, status: u16, within: Duration) {
+    eventually(within, &format!("{url} answers {status}"), || async {
+        (http_status(url).await == status).then_some(())
+    })
+    .await;
+}
+
 /// Settings with millisecond timings, pointed at the given servers.
 pub fn fast_settings(neo4j_uri: &str, pg_url: &str) -> warden_actors::WardenSettings {
     let mut s = warden_actors::WardenSettings::default();
