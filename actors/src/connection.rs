@@ -235,6 +235,9 @@ pub(crate) struct Link<C> {
     idle: Notify,
 }
 
+/// A call's admission: the client to use and the generation it belongs to.
+pub(crate) struct Admitted<C>(C, u64);
+
 /// Counts a call in flight for the shutdown drain.
 struct InFlight<'a, C>(&'a Link<C>);
 
@@ -276,14 +279,18 @@ impl<C: Clone + 'static> Link<C> {
     /// with jittered backoff between them, all inside `query_timeout`. `attempt` gets the
     /// current client each time. Only retry-safe failures are retried (see [`Failed`]). The
     /// breaker hears one outcome per call, not one per attempt.
-    pub(crate) async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, WardenError>
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        first: Admitted<C>,
+        mut attempt: F,
+    ) -> Result<T, WardenError>
     where
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, Failed>>,
     {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _guard = InFlight(self);
-        let result = self.attempts(&mut attempt).await;
+        let result = self.attempts(first, &mut attempt).await;
         match &result {
             Ok(_) => self.report(true),
             Err(e) if e.counts_against_circuit() => self.report(false),
@@ -292,7 +299,11 @@ impl<C: Clone + 'static> Link<C> {
         result
     }
 
-    async fn attempts<T, F, Fut>(&self, attempt: &mut F) -> Result<T, WardenError>
+    async fn attempts<T, F, Fut>(
+        &self,
+        first: Admitted<C>,
+        attempt: &mut F,
+    ) -> Result<T, WardenError>
     where
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, Failed>>,
@@ -301,9 +312,15 @@ impl<C: Clone + 'static> Link<C> {
         let mut schedule = Backoff::retry(&self.retry, self.jitter);
         let mut tries = 0;
         let mut last_error: Option<WardenError> = None;
+        let mut first = Some(first);
         loop {
             tries += 1;
-            let (client, generation) = match (self.admit(), last_error) {
+            // The first attempt uses the handler's admission; retries ask again.
+            let admission = match first.take() {
+                Some(Admitted(client, generation)) => Ok((client, generation)),
+                None => self.admit(),
+            };
+            let (client, generation) = match (admission, last_error) {
                 (Ok(admitted), _) => admitted,
                 // A retry refused because the failure took the connection down: the failure
                 // itself says more than "unavailable".
@@ -361,10 +378,12 @@ impl<C: Clone + 'static> Link<C> {
         }
     }
 
-    /// Whether a call would be refused right now (an open circuit, no connection), so that a
-    /// handler can answer at once without starting a call.
-    pub(crate) fn refusal(&self) -> Option<WardenError> {
-        self.admit().err()
+    /// Admits a call, or refuses it at once (an open circuit, no connection), so that a
+    /// handler can answer a refusal without starting anything. The admission is the first
+    /// attempt's, so the common path checks the circuit and the link once.
+    pub(crate) fn admit_call(&self) -> Result<Admitted<C>, WardenError> {
+        self.admit()
+            .map(|(client, generation)| Admitted(client, generation))
     }
 
     /// The refusals that cost nothing: an open circuit, no connection.

@@ -183,13 +183,14 @@ impl actix::Handler<Cypher> for Neo4jActor {
 
     fn handle(&mut self, msg: Cypher, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
-        if let Some(refused) = link.refusal() {
-            return Reply::Now(Err(refused));
-        }
+        let admitted = match link.admit_call() {
+            Ok(admitted) => admitted,
+            Err(refused) => return Reply::Now(Err(refused)),
+        };
         let secrets = self.driver().secrets.clone();
         let msg = Arc::new(msg);
         Reply::Later(Box::pin(async move {
-            link.call(|graph| {
+            link.call(admitted, |graph| {
                 let msg = msg.clone();
                 let secrets = secrets.clone();
                 async move { execute(&graph, &msg, &refs(&secrets)).await }
@@ -206,7 +207,8 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
         let link = self.link();
         let secrets = self.driver().secrets.clone();
         Box::pin(async move {
-            link.call(|graph| {
+            let admitted = link.admit_call()?;
+            link.call(admitted, |graph| {
                 let fut = (msg.run)(graph);
                 let secrets = secrets.clone();
                 // The closure may have committed anything before it failed: never retried.

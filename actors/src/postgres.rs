@@ -358,14 +358,15 @@ impl actix::Handler<Sql> for PostgresActor {
 
     fn handle(&mut self, msg: Sql, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
-        if let Some(refused) = link.refusal() {
-            return Reply::Now(Err(refused));
-        }
+        let admitted = match link.admit_call() {
+            Ok(admitted) => admitted,
+            Err(refused) => return Reply::Now(Err(refused)),
+        };
         let bounds = self.driver().bounds();
         let secrets = self.driver().secrets.clone();
         let msg = Arc::new(msg);
         Reply::Later(Box::pin(async move {
-            link.call(|pool| {
+            link.call(admitted, |pool| {
                 let msg = msg.clone();
                 let secrets = secrets.clone();
                 async move { execute(&pool, &msg, bounds, &refs(&secrets)).await }
@@ -383,7 +384,8 @@ impl<T: 'static> actix::Handler<WithPool<T>> for PostgresActor {
         let bounds = self.driver().bounds();
         let secrets = self.driver().secrets.clone();
         Box::pin(async move {
-            link.call(|pool| {
+            let admitted = link.admit_call()?;
+            link.call(admitted, |pool| {
                 let fut = (msg.run)(pool);
                 let secrets = secrets.clone();
                 // The closure may have committed anything before it failed: never retried.
