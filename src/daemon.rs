@@ -88,7 +88,7 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
     let result = runtime.block_on(async {
         let opts = driver.connect_options()?;
         let password = cfg.postgres.effective_password();
-        let secrets: Vec<_> = password.iter().collect();
+        let secrets: Vec<_> = password.into_iter().collect();
         let bound = cfg.postgres.connect_timeout + cfg.postgres.query_timeout;
         match tokio::time::timeout(
             bound,

@@ -246,7 +246,7 @@ pub(crate) struct PgBounds {
 }
 
 /// Classifies a sqlx error.
-pub(crate) fn from_sqlx(err: &sqlx::Error, bounds: PgBounds, secrets: &[&Secret]) -> WardenError {
+pub(crate) fn from_sqlx(err: &sqlx::Error, bounds: PgBounds, secrets: &[Secret]) -> WardenError {
     let database = Database::Postgres;
     let clean = |s: &str| sanitize(s, secrets);
     match err {
@@ -364,7 +364,7 @@ fn classify_sqlstate(code: &str, message: String, statement_timeout: Duration) -
 pub(crate) fn from_neo4rs(
     err: &neo4rs::Error,
     connect_timeout: Duration,
-    secrets: &[&Secret],
+    secrets: &[Secret],
 ) -> WardenError {
     use neo4rs::{Neo4jClientErrorKind as C, Neo4jErrorKind as K, Neo4jSecurityErrorKind as S};
     let database = Database::Neo4j;
@@ -521,7 +521,7 @@ mod tests {
             }
         );
         let auth = neo4rs::Error::AuthenticationError("bad hunter22 creds".into());
-        let w = from_neo4rs(&auth, t, &[&Secret::new("hunter22")]);
+        let w = from_neo4rs(&auth, t, &[Secret::new("hunter22")]);
         assert!(matches!(w, WardenError::Authentication { .. }));
         assert!(!w.to_string().contains("hunter22"));
     }

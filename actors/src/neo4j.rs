@@ -116,7 +116,7 @@ impl Driver for Neo4jDriver {
         let slot = self.graph.clone();
         let secrets = self.secrets.clone();
         Box::pin(async move {
-            let secrets = refs(&secrets);
+            let secrets: &[Secret] = &secrets;
             let t = s.connect_timeout;
             // Built field by field; the derived Debug of neo4rs's Config prints the password,
             // so it is never formatted.
@@ -129,17 +129,17 @@ impl Driver for Neo4jDriver {
                     .max_connections(max_connections as usize)
                     .connection_timeout(t)
                     .build()
-                    .map_err(|e| from_neo4rs(&e, t, &secrets))
+                    .map_err(|e| from_neo4rs(&e, t, secrets))
             };
             // Graphs connect lazily: the probe graph's first ping opens its one connection and
             // proves the server; the shared graph opens connections on demand.
-            let probe = Graph::connect(config(1)?).map_err(|e| from_neo4rs(&e, t, &secrets))?;
+            let probe = Graph::connect(config(1)?).map_err(|e| from_neo4rs(&e, t, secrets))?;
             ping(&probe)
                 .await
-                .map_err(|e| from_neo4rs(&e, t, &secrets))?;
+                .map_err(|e| from_neo4rs(&e, t, secrets))?;
             // Creating a graph opens nothing, so it is cheap to build one that loses the race.
             let shared = Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
-                .map_err(|e| from_neo4rs(&e, t, &secrets))?;
+                .map_err(|e| from_neo4rs(&e, t, secrets))?;
             match slot.get_or_open(|| shared) {
                 Some(graph) => Ok((graph, probe)),
                 // Shut down while this connect ran.
@@ -156,7 +156,7 @@ impl Driver for Neo4jDriver {
         Box::pin(async move {
             ping(&probe)
                 .await
-                .map_err(|e| from_neo4rs(&e, Duration::ZERO, &refs(&secrets)))
+                .map_err(|e| from_neo4rs(&e, Duration::ZERO, &secrets))
         })
     }
 
@@ -166,10 +166,6 @@ impl Driver for Neo4jDriver {
         drop(self.graph.close());
         Box::pin(async {})
     }
-}
-
-fn refs(secrets: &[Secret]) -> Vec<&Secret> {
-    secrets.iter().collect()
 }
 
 async fn ping(graph: &Graph) -> Result<(), neo4rs::Error> {
@@ -193,7 +189,7 @@ impl actix::Handler<Cypher> for Neo4jActor {
             link.call(admitted, |graph| {
                 let msg = msg.clone();
                 let secrets = secrets.clone();
-                async move { execute(&graph, &msg, &refs(&secrets)).await }
+                async move { execute(&graph, &msg, &secrets).await }
             })
             .await
         }))
@@ -213,9 +209,8 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
                 let secrets = secrets.clone();
                 // The closure may have committed anything before it failed: never retried.
                 async move {
-                    fut.await.map_err(|e| {
-                        Failed::opaque(from_neo4rs(&e, Duration::ZERO, &refs(&secrets)))
-                    })
+                    fut.await
+                        .map_err(|e| Failed::opaque(from_neo4rs(&e, Duration::ZERO, &secrets)))
                 }
             })
             .await
@@ -226,7 +221,7 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
 /// Runs one attempt. neo4rs takes a pooled connection and sends the statement in one call, so
 /// a failure cannot be placed before or after sending: it counts as sent, and only failures the
 /// server declares transient are retried (neo4rs itself already retries those).
-async fn execute(graph: &Graph, cypher: &Cypher, secrets: &[&Secret]) -> Result<Rows, Failed> {
+async fn execute(graph: &Graph, cypher: &Cypher, secrets: &[Secret]) -> Result<Rows, Failed> {
     let mut query = neo4rs::query(&cypher.query);
     for (name, value) in &cypher.params {
         let bolt = BoltType::try_from(value.clone()).map_err(|_| {

@@ -234,7 +234,6 @@ impl Driver for PgDriver {
         let bounds = self.bounds();
         Box::pin(async move {
             let opts = opts?;
-            let secrets: Vec<&Secret> = secrets.iter().collect();
             // One connection, one TCP attempt: the pool would retry a refused connect inside
             // acquire_timeout on its own. Warden's backoff paces these connects; the pool's own
             // refills happen only inside a call's acquire, bounded by acquire_timeout.
@@ -284,7 +283,7 @@ impl Driver for PgDriver {
                 .execute(&mut *conn)
                 .await
                 .map(drop)
-                .map_err(|e| from_sqlx(&e, PgBounds::default(), &refs(&secrets)))
+                .map_err(|e| from_sqlx(&e, PgBounds::default(), &secrets))
         })
     }
 
@@ -306,7 +305,7 @@ pub async fn run_migrations(
     opts: &PgConnectOptions,
     schema: &str,
     lock_timeout: Duration,
-    secrets: &[&Secret],
+    secrets: &[Secret],
 ) -> Result<(), WardenError> {
     let bounds = PgBounds {
         acquire: lock_timeout,
@@ -326,7 +325,7 @@ async fn migrate_on(
     conn: &mut sqlx::PgConnection,
     schema: &str,
     lock_timeout: Duration,
-    secrets: &[&Secret],
+    secrets: &[Secret],
 ) -> Result<(), WardenError> {
     let result = async {
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -369,7 +368,7 @@ impl actix::Handler<Sql> for PostgresActor {
             link.call(admitted, |pool| {
                 let msg = msg.clone();
                 let secrets = secrets.clone();
-                async move { execute(&pool, &msg, bounds, &refs(&secrets)).await }
+                async move { execute(&pool, &msg, bounds, &secrets).await }
             })
             .await
         }))
@@ -391,7 +390,7 @@ impl<T: 'static> actix::Handler<WithPool<T>> for PostgresActor {
                 // The closure may have committed anything before it failed: never retried.
                 async move {
                     fut.await
-                        .map_err(|e| Failed::opaque(from_sqlx(&e, bounds, &refs(&secrets))))
+                        .map_err(|e| Failed::opaque(from_sqlx(&e, bounds, &secrets)))
                 }
             })
             .await
@@ -405,7 +404,7 @@ async fn execute(
     pool: &PgPool,
     sql: &Sql,
     bounds: PgBounds,
-    secrets: &[&Secret],
+    secrets: &[Secret],
 ) -> Result<Rows, Failed> {
     let mut conn = pool
         .acquire()
@@ -423,10 +422,6 @@ async fn execute(
         .map(row_to_json)
         .collect::<Result<_, _>>()
         .map_err(Failed::after_send)
-}
-
-fn refs(secrets: &[Secret]) -> Vec<&Secret> {
-    secrets.iter().collect()
 }
 
 /// A NULL whose type the server infers: declared as `unknown` (OID 705), which PostgreSQL

@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// Replaces every occurrence of the given secrets, and any `user:password@` part of a URL, in a
 /// text that came from a driver or a server, so that it can be logged and shown.
-pub fn sanitize(text: &str, secrets: &[&Secret]) -> String {
+pub fn sanitize(text: &str, secrets: &[Secret]) -> String {
     let mut out = text.to_owned();
     for secret in secrets {
         // A one-character password would mangle every message; such a password is already
@@ -115,7 +115,7 @@ mod tests {
     fn sanitize_removes_passwords_and_url_credentials() {
         let s = Secret::new("hunter2");
         assert_eq!(
-            sanitize("password hunter2 rejected", &[&s]),
+            sanitize("password hunter2 rejected", std::slice::from_ref(&s)),
             "password *** rejected"
         );
         assert_eq!(
