@@ -659,3 +659,82 @@ fn caller_mistakes_never_take_the_connection_down() {
         warden.shutdown(Duration::from_secs(1)).await;
     });
 }
+
+/// Warden skips the liveness ping for a pooled connection used in the last moments (see
+/// `ALIVE_BYPASS`), but never for one opened before the last reconnect: after every pooled
+/// connection is cut, calls right after the reconnect all succeed (each stale connection is
+/// pinged, found dead and replaced). Calls run on the pool's own I/O threads, which own its
+/// sockets, never on the caller's thread.
+#[test]
+fn connections_from_before_a_reconnect_are_never_handed_out_unchecked() {
+    let pg = PgServer::start();
+    let proxy = Proxy::start(pg.port);
+    actix_test(async {
+        let mut settings = fast_settings(
+            &no_graph(),
+            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+        );
+        settings.postgres.max_connections = 5;
+        // Failed calls while the connections are cut must not open the circuit: this test is
+        // about the pool, not the breaker.
+        settings.breaker.failure_threshold = 1000;
+        let slots = (settings.postgres.max_connections - 1) as usize;
+        let warden = Warden::start(settings).unwrap();
+        let health = warden.health_handle();
+        pg_connected(&warden).await;
+
+        let burst = |n: usize| {
+            let calls: Vec<_> = (0..n)
+                .map(|_| {
+                    warden
+                        .postgres
+                        .send(Sql::new("SELECT pg_backend_pid() AS pid, pg_sleep(0.02)"))
+                })
+                .collect();
+            futures_util::future::join_all(calls)
+        };
+        // Every pooled connection opened and just used.
+        for result in burst(slots).await {
+            result.unwrap().unwrap();
+        }
+        let before = health.view().components[&Database::Postgres].restarts;
+
+        // Cut every connection, the probe's and the pool's; the server stays up.
+        let cut = Instant::now();
+        proxy.reset();
+        let h = health.clone();
+        eventually(Duration::from_secs(5), "reconnected", || {
+            let v = h.view();
+            async move {
+                let c = &v.components[&Database::Postgres];
+                (c.restarts > before && c.status == ComponentStatus::Connected).then_some(())
+            }
+        })
+        .await;
+        let reconnected = cut.elapsed();
+
+        let results = burst(slots).await;
+        let failed: Vec<_> = results
+            .into_iter()
+            .filter_map(|r| r.unwrap().err())
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "calls right after the reconnect ({reconnected:?} after the cut) failed: {failed:?}"
+        );
+
+        // Where calls run: the pool's I/O threads.
+        let thread = warden
+            .postgres
+            .send(warden_actors::WithPool::new(|_pool| {
+                Box::pin(
+                    async move { Ok(std::thread::current().name().unwrap_or_default().to_owned()) },
+                )
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(thread.starts_with("warden-pg-io-"), "ran on {thread:?}");
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}

@@ -18,7 +18,8 @@
 //! trip, while a misclassified error from one statement never costs everyone a reconnect.
 //!
 //! Calls never run inside the actor's context: a handler hands the caller a future that runs
-//! by itself on the arbiter (`Link::call`). So callers never queue behind one another or
+//! by itself (`Link::call`), on the arbiter (Neo4j) or on the pool's I/O threads (PostgreSQL;
+//! see `io.rs`). So callers never queue behind one another or
 //! behind a connect, and a restart (which drops the actor's own futures) cannot leave a caller
 //! without an answer: every call ends with a result or a typed error within `query_timeout`.
 //!
@@ -38,7 +39,7 @@ use std::{
 use actix::{prelude::*, WeakRecipient};
 use arc_swap::ArcSwap;
 use chrono::Utc;
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use tokio::sync::{watch, Notify};
 
 use crate::{
@@ -237,6 +238,13 @@ pub(crate) struct Link<C> {
 
 /// A call's admission: the client to use and the generation it belongs to.
 pub(crate) struct Admitted<C>(C, u64);
+
+impl<C> Admitted<C> {
+    /// The client the first attempt will use.
+    pub(crate) fn client(&self) -> &C {
+        &self.0
+    }
+}
 
 /// Counts a call in flight for the shutdown drain.
 struct InFlight<'a, C>(&'a Link<C>);
@@ -442,20 +450,26 @@ impl<C: Clone + 'static> Link<C> {
 }
 
 /// A database actor's answer to a call: known at once (a refusal by the circuit or the link
-/// state), sent back without spawning anything, or a future that runs by itself on the
-/// arbiter. Refusals are the path that must stay cheap while a database is down.
+/// state), sent back without spawning anything, or a future that runs by itself, detached
+/// from the actor's context (so a restart cannot drop it), on the arbiter or on the runtime a
+/// driver runs its calls on. Refusals are the path that must stay cheap while a database is
+/// down. Either way the future sends the answer itself: it goes straight back to the caller,
+/// not through the actor again.
 pub enum Reply<T> {
     /// The answer, now.
     Now(T),
-    /// The answer, later; runs detached from the actor's context, so a restart cannot drop it.
+    /// The answer, later, from a future on the actor's arbiter.
     Later(LocalBoxFuture<'static, T>),
+    /// The answer, later, from a future on another runtime: PostgreSQL calls run on the pool's
+    /// own I/O threads.
+    Spawned(tokio::runtime::Handle, BoxFuture<'static, T>),
 }
 
 impl<A, M, T> actix::dev::MessageResponse<A, M> for Reply<T>
 where
     A: Actor,
     M: Message<Result = T>,
-    T: 'static,
+    T: Send + 'static,
 {
     fn handle(self, _: &mut A::Context, tx: Option<actix::dev::OneshotSender<T>>) {
         match self {
@@ -466,6 +480,14 @@ where
             }
             Reply::Later(fut) => {
                 actix::spawn(async move {
+                    let value = fut.await;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(value);
+                    }
+                });
+            }
+            Reply::Spawned(runtime, fut) => {
+                runtime.spawn(async move {
                     let value = fut.await;
                     if let Some(tx) = tx {
                         let _ = tx.send(value);

@@ -30,6 +30,7 @@ pub mod connection;
 pub mod error;
 pub mod faults;
 pub mod health;
+pub(crate) mod io;
 pub mod neo4j;
 pub mod postgres;
 pub mod secret;

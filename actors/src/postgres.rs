@@ -7,14 +7,21 @@
 //! Every connection gets `statement_timeout` (a little below `query_timeout`, so the server
 //! cancels a slow statement before warden gives up on the call) and `search_path` (warden's
 //! schema first) as startup options, since sqlx has no read timeout of its own.
+//!
+//! Calls run on the pool's own I/O threads, not on the actors' arbiter (see `io.rs` for the
+//! measurements behind that): the handler checks admission on the arbiter and spawns the call
+//! there, and the call answers its caller directly.
 
 use std::{
-    sync::{atomic::AtomicBool, Arc},
-    time::Duration,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
+    time::{Duration, Instant},
 };
 
 use actix::prelude::*;
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use serde_json::{Map, Value};
 use sqlx::{
     postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow, PgSslMode, PgTypeInfo},
@@ -26,6 +33,7 @@ use url::Url;
 use crate::{
     connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings},
     error::{from_sqlx, Database, PgBounds, WardenError},
+    io::IoRuntime,
     secret::Secret,
     settings::{percent_decode, PostgresSettings},
 };
@@ -67,18 +75,19 @@ impl Sql {
 
 /// Hands the caller the pool itself, inside the same circuit check, retry budget and deadline
 /// as [`Sql`]: the typed escape hatch for what JSON rows cannot express (`query_as`, COPY,
-/// transactions). The closure may run more than once (once per attempt).
+/// transactions). The closure may run more than once (once per attempt). Its future runs on
+/// the pool's I/O threads, so it must be `Send` (sqlx's futures are).
 #[derive(Message)]
 #[rtype(result = "Result<T, WardenError>")]
-pub struct WithPool<T: 'static> {
-    run: Box<dyn FnMut(PgPool) -> LocalBoxFuture<'static, Result<T, sqlx::Error>> + Send>,
+pub struct WithPool<T: Send + 'static> {
+    run: Box<dyn FnMut(PgPool) -> BoxFuture<'static, Result<T, sqlx::Error>> + Send>,
 }
 
-impl<T: 'static> WithPool<T> {
+impl<T: Send + 'static> WithPool<T> {
     /// Wraps a closure that gets a pool handle per attempt.
     pub fn new<F>(run: F) -> Self
     where
-        F: FnMut(PgPool) -> LocalBoxFuture<'static, Result<T, sqlx::Error>> + Send + 'static,
+        F: FnMut(PgPool) -> BoxFuture<'static, Result<T, sqlx::Error>> + Send + 'static,
     {
         Self { run: Box::new(run) }
     }
@@ -90,15 +99,37 @@ impl<T: 'static> WithPool<T> {
 /// towards `max_connections`, so the pool gets one less.
 pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
 
+/// What calls get: the shared pool, and the runtime its sockets belong to, where calls run.
+#[derive(Clone)]
+pub struct PgClient {
+    pool: PgPool,
+    io: tokio::runtime::Handle,
+}
+
+/// A pooled connection used this recently, and opened since the last successful connect, is
+/// handed out without a liveness round trip (HikariCP's `aliveBypassWindowMs` has the same
+/// default). sqlx's `test_before_acquire` pings on every acquire, which doubles the round trips
+/// of a short statement; warden's own probe, and the immediate probe after any
+/// connection-class failure, already watch the server. The price: a connection the server
+/// drops on its own (`pg_terminate_backend`) inside that window fails the one call that gets
+/// it, with a `Connection` error and an immediate probe, instead of being replaced unseen.
+pub const ALIVE_BYPASS: Duration = Duration::from_millis(500);
+
 /// Connects, probes and closes; owns the pool callers share.
 pub struct PgDriver {
     settings: PostgresSettings,
     password: Option<Secret>,
-    /// Created on the first successful connect and kept until shutdown: with
-    /// `test_before_acquire` the pool discards dead connections by itself, and one pool for
+    /// Created on the first successful connect and kept until shutdown: checked before use
+    /// (see `ALIVE_BYPASS`), the pool discards dead connections by itself, and one pool for
     /// the actor's life means warden never holds more than `max_connections`, even while calls
     /// from before an outage still hold connections.
-    pool: Arc<PoolSlot<PgPool>>,
+    pool: Arc<PoolSlot<PgClient>>,
+    /// The pool's I/O threads, started with the first connect and stopped when the actor is
+    /// dropped, after the pool has closed.
+    io: Arc<OnceLock<IoRuntime>>,
+    /// When the last connect succeeded: pooled connections opened before it predate an outage
+    /// and are always pinged before use.
+    connected_at: Arc<ConnectedAt>,
     /// Scrubbed from every error text: the password, and libpq's `PGPASSWORD`, which sqlx
     /// honours when the URL has none.
     secrets: Arc<Vec<Secret>>,
@@ -119,6 +150,8 @@ impl PgDriver {
             settings,
             password,
             pool: Arc::new(PoolSlot::new()),
+            io: Arc::new(OnceLock::new()),
+            connected_at: Arc::new(ConnectedAt::new()),
             secrets: Arc::new(secrets),
             migrated: Arc::new(AtomicBool::new(false)),
         }
@@ -140,8 +173,19 @@ impl PgDriver {
             // sqlx retries connects inside acquire_timeout (30 s by default): keep it to the
             // connect bound so an outage surfaces in seconds.
             .acquire_timeout(s.connect_timeout)
-            // With it, a connection that died with its server is discarded, not handed out.
-            .test_before_acquire(true)
+            // A connection that died with its server is discarded, not handed out: pinged
+            // first unless it is recent and from the current generation (see ALIVE_BYPASS).
+            .test_before_acquire(false)
+            .before_acquire({
+                let connected_at = self.connected_at.clone();
+                move |conn, meta| {
+                    let fresh = meta.idle_for < ALIVE_BYPASS && meta.age < connected_at.elapsed();
+                    Box::pin(async move {
+                        // `false` discards it quietly; the pool opens another.
+                        Ok(fresh || conn.ping().await.is_ok())
+                    })
+                }
+            })
     }
 
     /// `statement_timeout` as sent: the configured one, but at least a tenth of `query_timeout`
@@ -202,7 +246,7 @@ impl PgDriver {
 }
 
 impl Driver for PgDriver {
-    type Client = PgPool;
+    type Client = PgClient;
     type Probe = PgProbe;
     const DATABASE: Database = Database::Postgres;
 
@@ -224,12 +268,14 @@ impl Driver for PgDriver {
         }
     }
 
-    fn connect(&self) -> ConnectFuture<PgPool, PgProbe> {
+    fn connect(&self) -> ConnectFuture<PgClient, PgProbe> {
         let opts = self.connect_options();
         let s = self.settings.clone();
         let secrets = self.secrets.clone();
         let migrated = self.migrated.clone();
         let cell = self.pool.clone();
+        let io_cell = self.io.clone();
+        let connected_at = self.connected_at.clone();
         let pool_options = self.pool_options();
         let bounds = self.bounds();
         Box::pin(async move {
@@ -263,14 +309,36 @@ impl Driver for PgDriver {
                 let _ = conn.close().await;
                 return Err(e);
             }
-            let Some(pool) = cell.get_or_open(|| pool_options.connect_lazy_with(opts)) else {
+            connected_at.mark();
+            let io = match io_cell.get() {
+                Some(io) => io.handle().clone(),
+                None => {
+                    let io = IoRuntime::new("warden-pg-io", s.io_threads).map_err(|e| {
+                        WardenError::Connection {
+                            database: Database::Postgres,
+                            message: format!("cannot start the pool's I/O threads: {e}"),
+                        }
+                    })?;
+                    io_cell.get_or_init(|| io).handle().clone()
+                }
+            };
+            let client = cell.get_or_open(|| {
+                // Created inside the I/O runtime: the pool's own tasks (the reaper, refills
+                // to min_connections) run there, so every pooled socket belongs to it.
+                let _inside = io.enter();
+                PgClient {
+                    pool: pool_options.connect_lazy_with(opts),
+                    io: io.clone(),
+                }
+            });
+            let Some(client) = client else {
                 // Shut down while this connect ran.
                 let _ = conn.close().await;
                 return Err(WardenError::Stopped {
                     database: Database::Postgres,
                 });
             };
-            Ok((pool, Arc::new(tokio::sync::Mutex::new(conn))))
+            Ok((client, Arc::new(tokio::sync::Mutex::new(conn))))
         })
     }
 
@@ -290,10 +358,37 @@ impl Driver for PgDriver {
     fn close(&self) -> LocalBoxFuture<'static, ()> {
         let pool = self.pool.close();
         Box::pin(async move {
-            if let Some(pool) = pool {
-                pool.close().await;
+            if let Some(client) = pool {
+                client.pool.close().await;
             }
         })
+    }
+}
+
+/// The moment of the last successful connect, readable from any thread.
+struct ConnectedAt {
+    base: Instant,
+    /// Nanoseconds after `base`.
+    at: AtomicU64,
+}
+
+impl ConnectedAt {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.at.store(nanos, Ordering::Release);
+    }
+
+    /// Time since the last successful connect.
+    fn elapsed(&self) -> Duration {
+        let at = Duration::from_nanos(self.at.load(Ordering::Acquire));
+        self.base.elapsed().saturating_sub(at)
     }
 }
 
@@ -361,47 +456,55 @@ impl actix::Handler<Sql> for PostgresActor {
             Ok(admitted) => admitted,
             Err(refused) => return Reply::Now(Err(refused)),
         };
+        let io = admitted.client().io.clone();
         let bounds = self.driver().bounds();
         let secrets = self.driver().secrets.clone();
-        let msg = Arc::new(msg);
-        Reply::Later(Box::pin(async move {
-            link.call(admitted, |pool| {
-                let msg = msg.clone();
-                let secrets = secrets.clone();
-                async move { execute(&pool, &msg, bounds, &secrets).await }
-            })
-            .await
-        }))
+        Reply::Spawned(
+            io,
+            Box::pin(async move {
+                link.call(admitted, |client| {
+                    execute(client.pool, &msg, bounds, &secrets)
+                })
+                .await
+            }),
+        )
     }
 }
 
-impl<T: 'static> actix::Handler<WithPool<T>> for PostgresActor {
-    type Result = ResponseFuture<Result<T, WardenError>>;
+impl<T: Send + 'static> actix::Handler<WithPool<T>> for PostgresActor {
+    type Result = Reply<Result<T, WardenError>>;
 
     fn handle(&mut self, mut msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
         let link = self.link();
+        let admitted = match link.admit_call() {
+            Ok(admitted) => admitted,
+            Err(refused) => return Reply::Now(Err(refused)),
+        };
+        let io = admitted.client().io.clone();
         let bounds = self.driver().bounds();
         let secrets = self.driver().secrets.clone();
-        Box::pin(async move {
-            let admitted = link.admit_call()?;
-            link.call(admitted, |pool| {
-                let fut = (msg.run)(pool);
-                let secrets = secrets.clone();
-                // The closure may have committed anything before it failed: never retried.
-                async move {
-                    fut.await
-                        .map_err(|e| Failed::opaque(from_sqlx(&e, bounds, &secrets)))
-                }
-            })
-            .await
-        })
+        Reply::Spawned(
+            io,
+            Box::pin(async move {
+                link.call(admitted, |client| {
+                    let fut = (msg.run)(client.pool);
+                    let secrets = secrets.clone();
+                    // The closure may have committed anything before it failed: never retried.
+                    async move {
+                        fut.await
+                            .map_err(|e| Failed::opaque(from_sqlx(&e, bounds, &secrets)))
+                    }
+                })
+                .await
+            }),
+        )
     }
 }
 
 /// Runs one attempt of a statement and converts its rows. The connection is acquired first,
 /// so that a failure to get one (nothing sent yet) can be told from a failure mid-statement.
 async fn execute(
-    pool: &PgPool,
+    pool: PgPool,
     sql: &Sql,
     bounds: PgBounds,
     secrets: &[Secret],

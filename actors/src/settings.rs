@@ -98,6 +98,9 @@ pub struct PostgresSettings {
     pub max_connections: u32,
     /// Connections the pool keeps open while idle.
     pub min_connections: u32,
+    /// Threads that run calls and own the pool's sockets (the actors themselves run on one
+    /// dedicated arbiter). Two drive both cores of a small machine; 1 to 64.
+    pub io_threads: usize,
     /// Bound on acquiring a connection (sqlx retries connects inside it).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -129,6 +132,7 @@ impl std::fmt::Debug for PostgresSettings {
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("min_connections", &self.min_connections)
+            .field("io_threads", &self.io_threads)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("query_timeout", &self.query_timeout)
@@ -149,6 +153,7 @@ impl Default for PostgresSettings {
             schema: "walltrack".into(),
             max_connections: 10,
             min_connections: 1,
+            io_threads: 2,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             query_timeout: Duration::from_secs(30),
@@ -349,6 +354,13 @@ impl WardenSettings {
                 ),
             ));
         }
+        if !(1..=64).contains(&p.io_threads) {
+            return Err(SettingsError::new(
+                "postgres.io_threads",
+                p.io_threads,
+                "must be between 1 and 64",
+            ));
+        }
         nonzero("postgres.connect_timeout", p.connect_timeout)?;
         nonzero("postgres.statement_timeout", p.statement_timeout)?;
         nonzero("postgres.query_timeout", p.query_timeout)?;
@@ -538,6 +550,10 @@ mod tests {
         let mut s = WardenSettings::default();
         s.postgres.schema = "bad-schema; drop".into();
         assert_eq!(s.validate().unwrap_err().key, "postgres.schema");
+
+        let mut s = WardenSettings::default();
+        s.postgres.io_threads = 0;
+        assert_eq!(s.validate().unwrap_err().key, "postgres.io_threads");
     }
 
     #[test]

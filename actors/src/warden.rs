@@ -14,6 +14,8 @@ use crate::{
 /// The four running actors. Both database actors and the breaker share one dedicated arbiter
 /// (sockets belong to the runtime that opened them, and a busy caller thread must not delay
 /// probes); health runs there too, and HTTP workers read its published snapshot instead.
+/// PostgreSQL's calls run on its pool's own I/O threads (`postgres.io_threads`), which own the
+/// pool's sockets, so that queries can use more than the arbiter's one thread.
 pub struct Warden {
     /// The graph database actor: send it [`Cypher`](crate::Cypher).
     pub neo4j: Addr<Neo4jActor>,
