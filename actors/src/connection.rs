@@ -335,21 +335,16 @@ impl<C: Clone + 'static> Link<C> {
                 (Err(_), Some(previous)) => return Err(previous),
                 (Err(refused), None) => return Err(refused),
             };
+            // One timer for both phases of the attempt; `phase` says which one it ran out in.
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let permit = match tokio::time::timeout(remaining, self.permits.acquire()).await {
-                Ok(Ok(permit)) => permit,
-                // The semaphore is never closed; a timeout means every slot stayed busy.
-                _ => {
-                    return Err(WardenError::Timeout {
-                        database: self.database,
-                        phase: TimeoutPhase::Acquire,
-                        after: self.query_timeout,
-                    })
-                }
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome = tokio::time::timeout(remaining, attempt(client)).await;
-            drop(permit);
+            let mut phase = TimeoutPhase::Acquire;
+            let outcome = tokio::time::timeout(remaining, async {
+                // The semaphore is never closed; waiting here means every slot is busy.
+                let _permit = self.permits.acquire().await;
+                phase = TimeoutPhase::Query;
+                attempt(client).await
+            })
+            .await;
             let failed = match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(failed)) => failed,
@@ -357,7 +352,7 @@ impl<C: Clone + 'static> Link<C> {
                 Err(_) => {
                     return Err(WardenError::Timeout {
                         database: self.database,
-                        phase: TimeoutPhase::Query,
+                        phase,
                         after: self.query_timeout,
                     })
                 }
@@ -870,6 +865,74 @@ mod tests {
             transient: false,
         };
         assert!(!Failed::before_send(syntax).retry_safe());
+    }
+
+    /// A link with one call slot and a 200 ms call deadline, fed to a real breaker.
+    fn one_slot_link() -> Arc<Link<()>> {
+        let circuit = crate::Circuit::new(5, Duration::from_secs(30), Duration::from_secs(1));
+        let health = HealthActor::new(&[(Database::Postgres, Duration::from_secs(1), circuit)]);
+        let breaker = BreakerActor::new(circuit, circuit, health.start());
+        let board = breaker.board();
+        let timings = Timings {
+            connect_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_millis(200),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+            call_slots: 1,
+        };
+        Arc::new(Link::new(
+            Database::Postgres,
+            board,
+            breaker.start(),
+            RetrySettings::default(),
+            0.0,
+            timings,
+        ))
+    }
+
+    #[actix::test]
+    async fn a_timeout_says_whether_the_slot_or_the_statement_ran_out() {
+        let link = one_slot_link();
+        // Every slot busy for longer than the deadline: the acquire phase ran out.
+        let held = link.permits.acquire().await.unwrap();
+        let started = Instant::now();
+        let err = link
+            .call(Admitted((), 1), |()| async { Ok::<_, Failed>(()) })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WardenError::Timeout {
+                    phase: TimeoutPhase::Acquire,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(held);
+
+        // A slot at once, then a statement slower than the deadline: the query phase.
+        let err = link
+            .call(Admitted((), 1), |()| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, Failed>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WardenError::Timeout {
+                    phase: TimeoutPhase::Query,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The slot is free again once the call has ended.
+        assert_eq!(link.permits.available_permits(), 1);
     }
 
     #[test]
