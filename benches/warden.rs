@@ -19,7 +19,8 @@
 //!   128 concurrent callers, in alternating rounds (`--message-rounds`, 3) whose medians are
 //!   reported; plus, for reference, a direct pool set up like warden's own (no liveness ping
 //!   for a connection used in the last 500 ms), so that the message path's own cost shows too.
-//!   Then neo4rs against `Cypher` through the local graph server, one round each.
+//!   Then neo4rs against `Cypher` through the local graph server, in rounds as well, each run
+//!   against a graph server of its own.
 //! - `fastfail`: the latency of a `Sql` call refused by an open circuit, over 100k calls.
 //! - `detection`: kill -9 of PostgreSQL to `healthy: false`; restart to `healthy: true`.
 //! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
@@ -531,6 +532,18 @@ fn direct_sql(
     }
 }
 
+/// Prints the first error of each path, so that a failed run says why.
+fn first_error(path: &str, error: &dyn std::fmt::Debug) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !seen.iter().any(|p| p == path) {
+        seen.push(path.to_owned());
+        eprintln!("  first error of {path}: {error:?}");
+    }
+}
+
 fn messages(args: &Args, rows: &mut Vec<Row>) {
     let secs = args.message_seconds;
     let rounds = args.message_rounds;
@@ -595,77 +608,97 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
         );
     }
     for &n in args.levels.iter().filter(|_| cypher) {
-        // A fresh graph server per run: FalkorDB has crashed under bursts of connections (see
-        // README), and one crash must not spoil the runs after it.
-        let graph = GraphServer::start();
-        let graph_uri2 = graph.uri();
-        let direct = direct_load(n, secs, move || {
-            let config = neo4rs::ConfigBuilder::default()
-                .uri(graph_uri2.as_str())
-                .user("neo4j")
-                .password("bench")
-                .db("neo4j")
-                .max_connections(POOL as usize)
-                .build()
-                .expect("config");
-            let graph = neo4rs::Graph::connect(config).expect("graph");
-            move || {
-                let graph = graph.clone();
-                async move {
-                    match graph.execute(neo4rs::query("RETURN 1")).await {
-                        Ok(mut rows) => {
-                            let mut ok = true;
-                            loop {
-                                match rows.next().await {
-                                    Ok(Some(_)) => {}
-                                    Ok(None) => break,
-                                    Err(_) => {
-                                        ok = false;
-                                        break;
-                                    }
-                                }
-                            }
-                            ok
-                        }
-                        Err(_) => false,
-                    }
-                }
-            }
-        });
-        drop(graph);
-        let graph = GraphServer::start();
-        let graph_uri = graph.uri();
-        let actor = actix::System::new().block_on(async {
-            let warden = Warden::start(bench_settings(&pg, &graph_uri)).expect("settings");
-            wait_connected(&warden, Database::Neo4j).await;
-            let addr = warden.neo4j.clone();
-            let load = actor_load(n, secs, move || {
-                let addr = addr.clone();
-                async move { matches!(addr.send(Cypher::new("RETURN 1")).await, Ok(Ok(_))) }
-            })
-            .await;
-            warden.shutdown(Duration::from_secs(5)).await;
-            load
-        });
+        let (mut direct, mut actor) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            direct.push(direct_cypher(n, secs));
+            actor.push(warden_cypher(&pg, n, secs));
+        }
         load_row(
             rows,
             format!("Cypher ×{n}: direct (ceiling) calls/s, p50 / p99"),
-            &direct,
+            &median_load(&direct),
         );
         load_row(
             rows,
             format!("Cypher ×{n}: warden calls/s, p50 / p99"),
-            &actor,
+            &median_load(&actor),
         );
-        let ratio = actor.rate / direct.rate;
+        let ratio = median_ratio(&actor, &direct);
         row(
             rows,
-            format!("Cypher ×{n}: warden ÷ direct"),
+            format!("Cypher ×{n}: warden ÷ direct (median of {rounds} rounds)"),
             format!("{:.1} %", ratio * 100.0),
             "≥ 90 %",
             Some(ratio >= 0.9),
         );
     }
+}
+
+/// `RETURN 1` through neo4rs used directly, against a graph server of its own: FalkorDB has
+/// crashed under load (a segfault in its Bolt handler, see README), and one crash must not
+/// spoil the runs after it.
+fn direct_cypher(n: usize, secs: u64) -> Load {
+    let graph = GraphServer::start();
+    let uri = graph.uri();
+    direct_load(n, secs, move || {
+        let config = neo4rs::ConfigBuilder::default()
+            .uri(uri.as_str())
+            .user("neo4j")
+            .password("bench")
+            .db("neo4j")
+            .max_connections(POOL as usize)
+            .build()
+            .expect("config");
+        let graph = neo4rs::Graph::connect(config).expect("graph");
+        move || {
+            let graph = graph.clone();
+            async move {
+                let mut rows = match graph.execute(neo4rs::query("RETURN 1")).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        first_error("Cypher direct", &e);
+                        return false;
+                    }
+                };
+                loop {
+                    match rows.next().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return true,
+                        Err(e) => {
+                            first_error("Cypher direct", &e);
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `Cypher` messages to a fresh warden, against a graph server of its own.
+fn warden_cypher(pg: &PgServer, n: usize, secs: u64) -> Load {
+    let graph = GraphServer::start();
+    let uri = graph.uri();
+    actix::System::new().block_on(async {
+        let warden = Warden::start(bench_settings(pg, &uri)).expect("settings");
+        wait_connected(&warden, Database::Neo4j).await;
+        let addr = warden.neo4j.clone();
+        let load = actor_load(n, secs, move || {
+            let addr = addr.clone();
+            async move {
+                match addr.send(Cypher::new("RETURN 1")).await {
+                    Ok(Ok(_)) => true,
+                    other => {
+                        first_error("Cypher through warden", &other);
+                        false
+                    }
+                }
+            }
+        })
+        .await;
+        warden.shutdown(Duration::from_secs(5)).await;
+        load
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
