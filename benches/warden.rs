@@ -43,6 +43,10 @@ use warden_actors::{
 /// its probe connection).
 const POOL: u32 = 16;
 
+/// Pool size of both Cypher paths. FalkorDB runs queries on 2 threads, so 4 connections keep
+/// it busy; with 16 it segfaulted in most runs (see README).
+const GRAPH_POOL: u32 = 4;
+
 struct Args {
     sections: Vec<String>,
     health_seconds: u64,
@@ -484,7 +488,7 @@ fn bench_settings(pg: &PgServer, graph_uri: &str) -> WardenSettings {
     s.postgres.min_connections = 0;
     s.neo4j.uri = graph_uri.to_owned();
     s.neo4j.password = warden_actors::Secret::new("bench");
-    s.neo4j.max_connections = POOL + 1;
+    s.neo4j.max_connections = GRAPH_POOL + 1;
     s
 }
 
@@ -548,7 +552,7 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
     let secs = args.message_seconds;
     let rounds = args.message_rounds;
     eprintln!(
-        "messages: {rounds} alternating rounds of {secs} s per level, pool of {POOL} on every path"
+        "messages: {rounds} alternating rounds of {secs} s per level, pools of {POOL} (Sql) and {GRAPH_POOL} (Cypher)"
     );
     let pg = PgServer::start();
     // The Sql runs do not need a graph server; its actor just backs off.
@@ -646,7 +650,7 @@ fn direct_cypher(n: usize, secs: u64) -> Load {
             .user("neo4j")
             .password("bench")
             .db("neo4j")
-            .max_connections(POOL as usize)
+            .max_connections(GRAPH_POOL as usize)
             .build()
             .expect("config");
         let graph = neo4rs::Graph::connect(config).expect("graph");
