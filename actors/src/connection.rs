@@ -3,7 +3,8 @@
 //! [`ConnectionActor`] keeps one database alive through a [`Driver`] (sqlx or neo4rs). It holds
 //! two things: the pool that callers share, created on the first successful connect and kept
 //! for the actor's whole life (both drivers validate a pooled connection before handing it out,
-//! so the pool survives outages by itself), and, per generation, one connection of its own for
+//! PostgreSQL unless it was released and checked moments ago, so the pool survives outages by
+//! itself), and, per generation, one connection of its own for
 //! probes. The lifecycle:
 //!
 //! ```text
@@ -236,20 +237,29 @@ pub(crate) struct Link<C> {
     idle: Notify,
 }
 
-/// A call's admission: the client to use and the generation it belongs to.
-pub(crate) struct Admitted<C>(C, u64);
+/// A call's admission: the client to use, the generation it belongs to, its deadline and its
+/// place in the in-flight count. A call counts as in flight, and its `query_timeout` runs,
+/// from the moment it is admitted, not from when its future first runs on an I/O thread: a
+/// shutdown drain must not close the pool under a call that is still queued.
+pub(crate) struct Admitted<C> {
+    client: C,
+    generation: u64,
+    deadline: Instant,
+    in_flight: InFlight<C>,
+}
 
 impl<C> Admitted<C> {
     /// The client the first attempt will use.
     pub(crate) fn client(&self) -> &C {
-        &self.0
+        &self.client
     }
 }
 
-/// Counts a call in flight for the shutdown drain.
-struct InFlight<'a, C>(&'a Link<C>);
+/// Counts a call in flight for the shutdown drain, until dropped (also when the call's future
+/// is dropped before it ever ran).
+struct InFlight<C>(Arc<Link<C>>);
 
-impl<C> Drop for InFlight<'_, C> {
+impl<C> Drop for InFlight<C> {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
@@ -296,9 +306,16 @@ impl<C: Clone + 'static> Link<C> {
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, Failed>>,
     {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _guard = InFlight(self);
-        let result = self.attempts(first, &mut attempt).await;
+        let Admitted {
+            client,
+            generation,
+            deadline,
+            in_flight,
+        } = first;
+        let result = self
+            .attempts((client, generation), deadline, &mut attempt)
+            .await;
+        drop(in_flight);
         match &result {
             Ok(_) => self.report(true),
             Err(e) if e.counts_against_circuit() => self.report(false),
@@ -309,14 +326,14 @@ impl<C: Clone + 'static> Link<C> {
 
     async fn attempts<T, F, Fut>(
         &self,
-        first: Admitted<C>,
+        first: (C, u64),
+        deadline: Instant,
         attempt: &mut F,
     ) -> Result<T, WardenError>
     where
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, Failed>>,
     {
-        let deadline = Instant::now() + self.query_timeout;
         let mut schedule = Backoff::retry(&self.retry, self.jitter);
         let mut tries = 0;
         let mut last_error: Option<WardenError> = None;
@@ -325,7 +342,7 @@ impl<C: Clone + 'static> Link<C> {
             tries += 1;
             // The first attempt uses the handler's admission; retries ask again.
             let admission = match first.take() {
-                Some(Admitted(client, generation)) => Ok((client, generation)),
+                Some(admitted) => Ok(admitted),
                 None => self.admit(),
             };
             let (client, generation) = match (admission, last_error) {
@@ -384,9 +401,15 @@ impl<C: Clone + 'static> Link<C> {
     /// Admits a call, or refuses it at once (an open circuit, no connection), so that a
     /// handler can answer a refusal without starting anything. The admission is the first
     /// attempt's, so the common path checks the circuit and the link once.
-    pub(crate) fn admit_call(&self) -> Result<Admitted<C>, WardenError> {
-        self.admit()
-            .map(|(client, generation)| Admitted(client, generation))
+    pub(crate) fn admit_call(self: &Arc<Self>) -> Result<Admitted<C>, WardenError> {
+        let (client, generation) = self.admit()?;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(Admitted {
+            client,
+            generation,
+            deadline: Instant::now() + self.query_timeout,
+            in_flight: InFlight(Arc::clone(self)),
+        })
     }
 
     /// The refusals that cost nothing: an open circuit, no connection.
@@ -880,14 +903,19 @@ mod tests {
             probe_timeout: Duration::from_secs(1),
             call_slots: 1,
         };
-        Arc::new(Link::new(
+        let link = Arc::new(Link::new(
             Database::Postgres,
             board,
             breaker.start(),
             RetrySettings::default(),
             0.0,
             timings,
-        ))
+        ));
+        link.state.store(Arc::new(LinkState::Connected {
+            client: (),
+            generation: 1,
+        }));
+        link
     }
 
     #[actix::test]
@@ -897,7 +925,9 @@ mod tests {
         let held = link.permits.acquire().await.unwrap();
         let started = Instant::now();
         let err = link
-            .call(Admitted((), 1), |()| async { Ok::<_, Failed>(()) })
+            .call(link.admit_call().unwrap(), |()| async {
+                Ok::<_, Failed>(())
+            })
             .await
             .unwrap_err();
         assert!(
@@ -915,7 +945,7 @@ mod tests {
 
         // A slot at once, then a statement slower than the deadline: the query phase.
         let err = link
-            .call(Admitted((), 1), |()| async {
+            .call(link.admit_call().unwrap(), |()| async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Ok::<_, Failed>(())
             })
@@ -931,8 +961,16 @@ mod tests {
             ),
             "{err:?}"
         );
-        // The slot is free again once the call has ended.
+        // The slot is free again once the call has ended, and nothing counts as in flight.
         assert_eq!(link.permits.available_permits(), 1);
+        assert_eq!(link.in_flight(), 0);
+
+        // An admitted call counts as in flight before it runs, and stops counting when it is
+        // dropped without ever running (a runtime that shut down drops it unpolled).
+        let admitted = link.admit_call().unwrap();
+        assert_eq!(link.in_flight(), 1);
+        drop(admitted);
+        assert_eq!(link.in_flight(), 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! Calls run on the pool's own I/O threads, not on the actors' arbiter (see `io.rs` for the
 //! measurements behind that): the handler checks admission on the arbiter and spawns the call
-//! there, and the call answers its caller directly.
+//! onto those threads, and the call answers its caller directly.
 
 use std::{
     sync::{
@@ -99,20 +99,36 @@ impl<T: Send + 'static> WithPool<T> {
 /// towards `max_connections`, so the pool gets one less.
 pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
 
-/// What calls get: the shared pool, and the runtime its sockets belong to, where calls run.
+/// What calls get: the shared pool, the runtime its sockets belong to (where calls run), and
+/// the moment since which its idle connections are trusted.
 #[derive(Clone)]
 pub struct PgClient {
     pool: PgPool,
     io: tokio::runtime::Handle,
+    trust: Arc<TrustedSince>,
 }
 
-/// A pooled connection used this recently, and opened since the last successful connect, is
-/// handed out without a liveness round trip (HikariCP's `aliveBypassWindowMs` has the same
-/// default). sqlx's `test_before_acquire` pings on every acquire, which doubles the round trips
-/// of a short statement; warden's own probe, and the immediate probe after any
-/// connection-class failure, already watch the server. The price: a connection the server
-/// drops on its own (`pg_terminate_backend`) inside that window fails the one call that gets
-/// it, with a `Connection` error and an immediate probe, instead of being replaced unseen.
+impl PgClient {
+    /// Maps a driver error; a connection-class one withdraws trust from every idle connection,
+    /// so that the next acquires ping them instead of handing out more dead ones.
+    fn error(&self, e: &sqlx::Error, bounds: PgBounds, secrets: &[Secret]) -> WardenError {
+        let e = from_sqlx(e, bounds, secrets);
+        if e.is_connection_loss() {
+            self.trust.mark();
+        }
+        e
+    }
+}
+
+/// A pooled connection released this recently, after the last reconnect and the last
+/// connection-class failure, is handed out without a liveness round trip (HikariCP's
+/// `aliveBypassWindowMs` has the same default). sqlx pings every connection when it is released
+/// (off the caller's path), and with `test_before_acquire` again when it is acquired, which
+/// doubles the round trips a caller waits for on a short statement; here the release ping is
+/// recent enough, and warden's own probe watches the server. The price: a connection that dies
+/// within the window after its release (a crash, `pg_terminate_backend`) fails the call that
+/// gets it with a `Connection` error (not retried: the statement may have run), instead of
+/// being replaced unseen. The first such failure withdraws trust from every idle connection.
 pub const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 
 /// Connects, probes and closes; owns the pool callers share.
@@ -127,9 +143,9 @@ pub struct PgDriver {
     /// The pool's I/O threads, started with the first connect and stopped when the actor is
     /// dropped, after the pool has closed.
     io: Arc<OnceLock<IoRuntime>>,
-    /// When the last connect succeeded: pooled connections opened before it predate an outage
-    /// and are always pinged before use.
-    connected_at: Arc<ConnectedAt>,
+    /// Idle connections released before this moment (the last successful connect, or the last
+    /// connection-class failure of a call) are pinged before use.
+    trust: Arc<TrustedSince>,
     /// Scrubbed from every error text: the password, and libpq's `PGPASSWORD`, which sqlx
     /// honours when the URL has none.
     secrets: Arc<Vec<Secret>>,
@@ -151,7 +167,7 @@ impl PgDriver {
             password,
             pool: Arc::new(PoolSlot::new()),
             io: Arc::new(OnceLock::new()),
-            connected_at: Arc::new(ConnectedAt::new()),
+            trust: Arc::new(TrustedSince::new()),
             secrets: Arc::new(secrets),
             migrated: Arc::new(AtomicBool::new(false)),
         }
@@ -174,14 +190,15 @@ impl PgDriver {
             // connect bound so an outage surfaces in seconds.
             .acquire_timeout(s.connect_timeout)
             // A connection that died with its server is discarded, not handed out: pinged
-            // first unless it is recent and from the current generation (see ALIVE_BYPASS).
+            // first unless released recently and since trust was last withdrawn (see
+            // ALIVE_BYPASS).
             .test_before_acquire(false)
             .before_acquire({
-                let connected_at = self.connected_at.clone();
+                let trust = self.trust.clone();
                 move |conn, meta| {
-                    let fresh = meta.idle_for < ALIVE_BYPASS && meta.age < connected_at.elapsed();
+                    let fresh = meta.idle_for < ALIVE_BYPASS.min(trust.elapsed());
                     Box::pin(async move {
-                        // `false` discards it quietly; the pool opens another.
+                        // `false` discards it; the pool opens another.
                         Ok(fresh || conn.ping().await.is_ok())
                     })
                 }
@@ -275,7 +292,7 @@ impl Driver for PgDriver {
         let migrated = self.migrated.clone();
         let cell = self.pool.clone();
         let io_cell = self.io.clone();
-        let connected_at = self.connected_at.clone();
+        let trust = self.trust.clone();
         let pool_options = self.pool_options();
         let bounds = self.bounds();
         Box::pin(async move {
@@ -309,7 +326,7 @@ impl Driver for PgDriver {
                 let _ = conn.close().await;
                 return Err(e);
             }
-            connected_at.mark();
+            trust.mark();
             let io = match io_cell.get() {
                 Some(io) => io.handle().clone(),
                 None => {
@@ -329,6 +346,7 @@ impl Driver for PgDriver {
                 PgClient {
                     pool: pool_options.connect_lazy_with(opts),
                     io: io.clone(),
+                    trust: trust.clone(),
                 }
             });
             let Some(client) = client else {
@@ -365,14 +383,14 @@ impl Driver for PgDriver {
     }
 }
 
-/// The moment of the last successful connect, readable from any thread.
-struct ConnectedAt {
+/// The moment since which idle pooled connections are trusted, readable from any thread.
+struct TrustedSince {
     base: Instant,
     /// Nanoseconds after `base`.
     at: AtomicU64,
 }
 
-impl ConnectedAt {
+impl TrustedSince {
     fn new() -> Self {
         Self {
             base: Instant::now(),
@@ -380,12 +398,13 @@ impl ConnectedAt {
         }
     }
 
+    /// Trusts only connections released from now on.
     fn mark(&self) {
         let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.at.store(nanos, Ordering::Release);
     }
 
-    /// Time since the last successful connect.
+    /// Time since trust was last withdrawn.
     fn elapsed(&self) -> Duration {
         let at = Duration::from_nanos(self.at.load(Ordering::Acquire));
         self.base.elapsed().saturating_sub(at)
@@ -462,10 +481,8 @@ impl actix::Handler<Sql> for PostgresActor {
         Reply::Spawned(
             io,
             Box::pin(async move {
-                link.call(admitted, |client| {
-                    execute(client.pool, &msg, bounds, &secrets)
-                })
-                .await
+                link.call(admitted, |client| execute(client, &msg, bounds, &secrets))
+                    .await
             }),
         )
     }
@@ -487,12 +504,12 @@ impl<T: Send + 'static> actix::Handler<WithPool<T>> for PostgresActor {
             io,
             Box::pin(async move {
                 link.call(admitted, |client| {
-                    let fut = (msg.run)(client.pool);
+                    let fut = (msg.run)(client.pool.clone());
                     let secrets = secrets.clone();
                     // The closure may have committed anything before it failed: never retried.
                     async move {
                         fut.await
-                            .map_err(|e| Failed::opaque(from_sqlx(&e, bounds, &secrets)))
+                            .map_err(|e| Failed::opaque(client.error(&e, bounds, &secrets)))
                     }
                 })
                 .await
@@ -504,15 +521,16 @@ impl<T: Send + 'static> actix::Handler<WithPool<T>> for PostgresActor {
 /// Runs one attempt of a statement and converts its rows. The connection is acquired first,
 /// so that a failure to get one (nothing sent yet) can be told from a failure mid-statement.
 async fn execute(
-    pool: PgPool,
+    client: PgClient,
     sql: &Sql,
     bounds: PgBounds,
     secrets: &[Secret],
 ) -> Result<Rows, Failed> {
-    let mut conn = pool
+    let mut conn = client
+        .pool
         .acquire()
         .await
-        .map_err(|e| Failed::before_send(from_sqlx(&e, bounds, secrets)))?;
+        .map_err(|e| Failed::before_send(client.error(&e, bounds, secrets)))?;
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.query.as_str()));
     for param in &sql.params {
         query = bind(query, param);
@@ -520,7 +538,7 @@ async fn execute(
     let rows = query
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| Failed::after_send(from_sqlx(&e, bounds, secrets)))?;
+        .map_err(|e| Failed::after_send(client.error(&e, bounds, secrets)))?;
     rows.iter()
         .map(row_to_json)
         .collect::<Result<_, _>>()
