@@ -16,12 +16,13 @@
 //!   both again while the graph database hangs (a proxy that accepts and never answers).
 //! - `messages`: `SELECT 1` through a sqlx pool used directly (the ceiling, sqlx's default
 //!   options) against `Sql` messages to PostgresActor with the same pool size, at 1, 8, 32 and
-//!   128 concurrent callers, in alternating rounds (`--message-rounds`, 3) whose medians are
+//!   128 concurrent callers, in alternating rounds (`--message-rounds`, 5) whose medians are
 //!   reported; plus, for reference, a direct pool set up like warden's own (no liveness ping
 //!   for a connection used in the last 500 ms), so that the message path's own cost shows too.
 //!   Then neo4rs against `Cypher` through the local graph server, in rounds as well, each run
 //!   against a graph server of its own.
-//! - `fastfail`: the latency of a `Sql` call refused by an open circuit, over 100k calls.
+//! - `fastfail`: the latency of a `Sql` call refused by an open circuit, over 100k calls, and
+//!   for reference the floor under it: an empty actix message to an actor on another arbiter.
 //! - `detection`: kill -9 of PostgreSQL to `healthy: false`; restart to `healthy: true`.
 //! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
 
@@ -66,7 +67,7 @@ impl Args {
             health_seconds: 10,
             health_rounds: 5,
             message_seconds: 5,
-            message_rounds: 3,
+            message_rounds: 5,
             footprint_minutes: 10,
             detection_runs: 5,
             levels: vec![1, 8, 32, 128],
@@ -762,7 +763,48 @@ fn fast_fail(rows: &mut Vec<Row>) {
             None,
         );
         warden.shutdown(Duration::from_secs(2)).await;
+
+        // The floor under any refusal by message: an empty message to an actor on another
+        // arbiter and back (two cross-thread wake-ups), on this machine, now.
+        let arbiter = actix::Arbiter::new();
+        let echo = actix::Actor::start_in_arbiter(&arbiter.handle(), |_| Echo);
+        let mut lat = Vec::with_capacity(100_000);
+        for _ in 0..100_000 {
+            let t = Instant::now();
+            echo.send(Ping).await.expect("echo");
+            lat.push((t.elapsed().as_nanos() / 100) as u32);
+        }
+        arbiter.stop();
+        lat.sort_unstable();
+        row(
+            rows,
+            "fast fail floor: empty actix round trip to another arbiter, median / p99",
+            format!(
+                "{:.1} / {:.1} µs",
+                percentile(&lat, 0.5).as_secs_f64() * 1e6,
+                percentile(&lat, 0.99).as_secs_f64() * 1e6
+            ),
+            "",
+            None,
+        );
     });
+}
+
+/// The do-nothing actor of the fast-fail floor.
+struct Echo;
+
+impl actix::Actor for Echo {
+    type Context = actix::Context<Self>;
+}
+
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Ping;
+
+impl actix::Handler<Ping> for Echo {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Self::Context) {}
 }
 
 // ---------------------------------------------------------------------------------------------
