@@ -25,6 +25,34 @@ async fn pg_connected(warden: &Warden) {
     .await;
 }
 
+/// Fast settings for a warden that reaches PostgreSQL through `proxy`.
+fn through(proxy: &Proxy) -> warden_actors::WardenSettings {
+    fast_settings(
+        &no_graph(),
+        &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+    )
+}
+
+/// Pooled connections idle right now (released, and checked by sqlx's release ping).
+async fn idle_connections(warden: &Warden) -> usize {
+    warden
+        .postgres
+        .send(warden_actors::WithPool::new(|pool| {
+            Box::pin(async move { Ok(pool.num_idle()) })
+        }))
+        .await
+        .expect("mailbox")
+        .expect("a pool handle")
+}
+
+/// Waits until `n` pooled connections are idle.
+async fn until_idle(warden: &Warden, n: usize) {
+    eventually(Duration::from_secs(2), "connections idle", || async {
+        (idle_connections(warden).await == n).then_some(())
+    })
+    .await;
+}
+
 async fn warden_connections(admin: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'warden'")
         .fetch_one(admin)
@@ -354,10 +382,7 @@ fn fifty_flaps_never_exceed_max_connections() {
     let pg = PgServer::start();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        let mut settings = fast_settings(
-            &no_graph(),
-            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
-        );
+        let mut settings = through(&proxy);
         settings.postgres.max_connections = 4;
         // Long enough for the server to reap the backends of the connections a flap cut (they
         // linger in pg_stat_activity until it notices), short enough for 50 flaps.
@@ -447,10 +472,7 @@ fn reconnects_follow_the_backoff_schedule() {
     let proxy = Proxy::start(support::free_port());
     proxy.close_new(true);
     actix_test(async {
-        let mut settings = fast_settings(
-            &no_graph(),
-            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
-        );
+        let mut settings = through(&proxy);
         settings.backoff.initial = Duration::from_millis(100);
         settings.backoff.max = Duration::from_millis(400);
         settings.backoff.multiplier = 2.0;
@@ -566,10 +588,7 @@ fn a_write_is_never_run_twice() {
     let pg = PgServer::start();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        let mut settings = fast_settings(
-            &no_graph(),
-            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
-        );
+        let mut settings = through(&proxy);
         settings.retry.max_attempts = 3;
         let warden = Warden::start(settings).unwrap();
         pg_connected(&warden).await;
@@ -670,10 +689,7 @@ fn connections_from_before_a_reconnect_are_never_handed_out_unchecked() {
     let pg = PgServer::start();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        let mut settings = fast_settings(
-            &no_graph(),
-            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
-        );
+        let mut settings = through(&proxy);
         settings.postgres.max_connections = 5;
         // Failed calls while the connections are cut must not open the circuit: this test is
         // about the pool, not the breaker.
@@ -693,16 +709,6 @@ fn connections_from_before_a_reconnect_are_never_handed_out_unchecked() {
                 .collect();
             futures_util::future::join_all(calls)
         };
-        let idle = || async {
-            warden
-                .postgres
-                .send(warden_actors::WithPool::new(|pool| {
-                    Box::pin(async move { Ok(pool.num_idle()) })
-                }))
-                .await
-                .unwrap()
-                .unwrap()
-        };
         // The scenario only proves something when the calls after the reconnect come within
         // ALIVE_BYPASS of the releases before the cut (else every connection is pinged
         // anyway); on a slow machine, try again.
@@ -712,10 +718,7 @@ fn connections_from_before_a_reconnect_are_never_handed_out_unchecked() {
             for result in burst(slots).await {
                 result.unwrap().unwrap();
             }
-            eventually(Duration::from_secs(2), "all connections idle", || async {
-                (idle().await == slots).then_some(())
-            })
-            .await;
+            until_idle(&warden, slots).await;
             let released = Instant::now();
             let before = health.view().components[&Database::Postgres].restarts;
 
@@ -774,10 +777,7 @@ fn pooled_connections_dying_alone_cost_one_call() {
     let pg = PgServer::start();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        let mut settings = fast_settings(
-            &no_graph(),
-            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
-        );
+        let mut settings = through(&proxy);
         settings.postgres.max_connections = 5;
         let slots = (settings.postgres.max_connections - 1) as usize;
         let warden = Warden::start(settings).unwrap();
@@ -788,20 +788,7 @@ fn pooled_connections_dying_alone_cost_one_call() {
         for result in futures_util::future::join_all(calls).await {
             result.unwrap().unwrap();
         }
-        let idle = || async {
-            warden
-                .postgres
-                .send(warden_actors::WithPool::new(|pool| {
-                    Box::pin(async move { Ok(pool.num_idle()) })
-                }))
-                .await
-                .unwrap()
-                .unwrap()
-        };
-        eventually(Duration::from_secs(2), "all connections idle", || async {
-            (idle().await == slots).then_some(())
-        })
-        .await;
+        until_idle(&warden, slots).await;
 
         // The probe's connection was accepted first; every pooled one breaks.
         proxy.reset_from(1);
