@@ -17,7 +17,7 @@ fn both_up_ready_and_queries_return_rows() {
     let graph = GraphServer::start();
     actix_test(async {
         let warden = Warden::start(fast_settings(&graph.uri(), &pg.url())).unwrap();
-        let port = support::free_port();
+        let port = support::free_listen_port();
         let state = warden::web::AppState::new(warden.health_handle(), Instant::now());
         let server = warden::web::server(
             ([127, 0, 0, 1], port).into(),

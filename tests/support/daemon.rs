@@ -22,7 +22,7 @@ impl Daemon {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("warden.log");
-        let http_port = super::free_port();
+        let http_port = super::free_listen_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
         cmd.args(args)
             .env_clear()

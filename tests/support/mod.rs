@@ -45,6 +45,20 @@ pub fn free_port() -> u16 {
 }
 
 /// A port below 32768 (FalkorDB ignores a higher BOLT_PORT).
+/// A free port for a server this test starts later (the daemon's HTTP port), picked below the
+/// kernel's ephemeral range (32768 and up) and apart from `free_low_port`'s: a port picked by
+/// binding port 0 and released can be taken as the source port of any outgoing connection
+/// before the server binds it.
+pub fn free_listen_port() -> u16 {
+    for _ in 0..200 {
+        let p = 12_000 + (rand_u16() % 8_000);
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port in 12000..20000");
+}
+
 pub fn free_low_port() -> u16 {
     for _ in 0..200 {
         let p = 20_000 + (rand_u16() % 12_000);
@@ -90,7 +104,7 @@ pub fn actix_test<F: Future<Output = ()>>(body: F) {
 /// Serves warden's HTTP layer in-process on a free port (inside the current actix system);
 /// returns a GET helper's base URL.
 pub fn serve_health(warden: &warden_actors::Warden) -> String {
-    let port = free_port();
+    let port = free_listen_port();
     let state = warden::web::AppState::new(warden.health_handle(), Instant::now());
     let server = warden::web::server(
         ([127, 0, 0, 1], port).into(),
