@@ -44,29 +44,28 @@ pub fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
-/// A port below 32768 (FalkorDB ignores a higher BOLT_PORT).
 /// A free port for a server this test starts later (the daemon's HTTP port), picked below the
 /// kernel's ephemeral range (32768 and up) and apart from `free_low_port`'s: a port picked by
 /// binding port 0 and released can be taken as the source port of any outgoing connection
 /// before the server binds it.
 pub fn free_listen_port() -> u16 {
-    for _ in 0..200 {
-        let p = 12_000 + (rand_u16() % 8_000);
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port in 12000..20000");
+    free_port_in(12_000, 8_000)
 }
 
+/// A port below 32768 (FalkorDB ignores a higher BOLT_PORT).
 pub fn free_low_port() -> u16 {
+    free_port_in(20_000, 12_000)
+}
+
+/// A random port in `first..first + span` that is free now.
+fn free_port_in(first: u16, span: u16) -> u16 {
     for _ in 0..200 {
-        let p = 20_000 + (rand_u16() % 12_000);
+        let p = first + (rand_u16() % span);
         if TcpListener::bind(("127.0.0.1", p)).is_ok() {
             return p;
         }
     }
-    panic!("no free port below 32768");
+    panic!("no free port in {first}..{}", first + span);
 }
 
 fn rand_u16() -> u16 {
