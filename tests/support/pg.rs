@@ -52,9 +52,9 @@ impl PgServer {
                 .expect("chown");
             assert!(status.success());
         }
-        let server = Self {
+        let mut server = Self {
             dir,
-            port: super::free_port(),
+            port: super::free_listen_port(),
             password,
         };
         let mut initdb = server.command("initdb");
@@ -86,7 +86,17 @@ impl PgServer {
             }
         }
         run(initdb, "initdb");
-        server.pg_ctl_start();
+        // A port that was free when picked can be taken before the server binds it (by a
+        // parallel test): pick another.
+        for attempt in 1.. {
+            match server.try_pg_ctl_start() {
+                Ok(()) => break,
+                Err(e) if attempt < 3 && e.contains("Address already in use") => {
+                    server.port = super::free_listen_port();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
         server
     }
 
@@ -106,6 +116,13 @@ impl PgServer {
     }
 
     fn pg_ctl_start(&self) {
+        if let Err(e) = self.try_pg_ctl_start() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server; on failure, the error carries the end of its log.
+    fn try_pg_ctl_start(&self) -> Result<(), String> {
         let mut c = self.command("pg_ctl");
         c.arg("start")
             .arg("-w")
@@ -120,7 +137,19 @@ impl PgServer {
             self.port,
             self.dir.path().display()
         ));
-        run(c, "pg_ctl start");
+        let out = c.output().map_err(|e| format!("pg_ctl: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        Err(format!(
+            "pg_ctl start failed on port {}: {}{}\nserver.log ends:\n{}",
+            self.port,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres` (with the password if there is one).
