@@ -248,10 +248,37 @@ pub(crate) struct Admitted<C> {
     in_flight: InFlight<C>,
 }
 
-impl<C> Admitted<C> {
+impl<C: Clone + 'static> Admitted<C> {
     /// The client the first attempt will use.
     pub(crate) fn client(&self) -> &C {
         &self.client
+    }
+
+    /// Runs the call: up to `retry.max_attempts` attempts with jittered backoff between them,
+    /// all inside `query_timeout`, the first on this admission, retries admitted again.
+    /// `attempt` gets the current client each time. Only retry-safe failures are retried (see
+    /// [`Failed`]). The breaker hears one outcome per call, not one per attempt.
+    pub(crate) async fn call<T, F, Fut>(self, mut attempt: F) -> Result<T, WardenError>
+    where
+        F: FnMut(C) -> Fut,
+        Fut: Future<Output = Result<T, Failed>>,
+    {
+        let Admitted {
+            client,
+            generation,
+            deadline,
+            in_flight,
+        } = self;
+        let link = &in_flight.0;
+        let result = link
+            .attempts((client, generation), deadline, &mut attempt)
+            .await;
+        match &result {
+            Ok(_) => link.report(true),
+            Err(e) if e.counts_against_circuit() => link.report(false),
+            Err(_) => {}
+        }
+        result
     }
 }
 
@@ -291,37 +318,6 @@ impl<C: Clone + 'static> Link<C> {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }
-    }
-
-    /// Runs one call: circuit check, link check, then up to `retry.max_attempts` attempts
-    /// with jittered backoff between them, all inside `query_timeout`. `attempt` gets the
-    /// current client each time. Only retry-safe failures are retried (see [`Failed`]). The
-    /// breaker hears one outcome per call, not one per attempt.
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        first: Admitted<C>,
-        mut attempt: F,
-    ) -> Result<T, WardenError>
-    where
-        F: FnMut(C) -> Fut,
-        Fut: Future<Output = Result<T, Failed>>,
-    {
-        let Admitted {
-            client,
-            generation,
-            deadline,
-            in_flight,
-        } = first;
-        let result = self
-            .attempts((client, generation), deadline, &mut attempt)
-            .await;
-        drop(in_flight);
-        match &result {
-            Ok(_) => self.report(true),
-            Err(e) if e.counts_against_circuit() => self.report(false),
-            Err(_) => {}
-        }
-        result
     }
 
     async fn attempts<T, F, Fut>(
@@ -490,27 +486,19 @@ where
     T: Send + 'static,
 {
     fn handle(self, _: &mut A::Context, tx: Option<actix::dev::OneshotSender<T>>) {
-        match self {
-            Reply::Now(value) => {
-                if let Some(tx) = tx {
-                    let _ = tx.send(value);
-                }
+        // A caller that stopped waiting has dropped its receiver: nobody to tell.
+        let answer = |value| {
+            if let Some(tx) = tx {
+                let _ = tx.send(value);
             }
+        };
+        match self {
+            Reply::Now(value) => answer(value),
             Reply::Later(fut) => {
-                actix::spawn(async move {
-                    let value = fut.await;
-                    if let Some(tx) = tx {
-                        let _ = tx.send(value);
-                    }
-                });
+                actix::spawn(async move { answer(fut.await) });
             }
             Reply::Spawned(runtime, fut) => {
-                runtime.spawn(async move {
-                    let value = fut.await;
-                    if let Some(tx) = tx {
-                        let _ = tx.send(value);
-                    }
-                });
+                runtime.spawn(async move { answer(fut.await) });
             }
         }
     }
@@ -596,9 +584,14 @@ impl<D: Driver> ConnectionActor<D> {
         }
     }
 
-    /// The link calls run through; handlers of the database-specific messages use it.
+    /// The link calls run through, for a handler that admits its call later.
     pub(crate) fn link(&self) -> Arc<Link<D::Client>> {
         self.link.clone()
+    }
+
+    /// Admits a call now, or refuses it at once (see [`Link::admit_call`]).
+    pub(crate) fn admit_call(&self) -> Result<Admitted<D::Client>, WardenError> {
+        self.link.admit_call()
     }
 
     /// The driver, for handlers that need its settings.
@@ -925,9 +918,9 @@ mod tests {
         let held = link.permits.acquire().await.unwrap();
         let started = Instant::now();
         let err = link
-            .call(link.admit_call().unwrap(), |()| async {
-                Ok::<_, Failed>(())
-            })
+            .admit_call()
+            .unwrap()
+            .call(|()| async { Ok::<_, Failed>(()) })
             .await
             .unwrap_err();
         assert!(
@@ -945,7 +938,9 @@ mod tests {
 
         // A slot at once, then a statement slower than the deadline: the query phase.
         let err = link
-            .call(link.admit_call().unwrap(), |()| async {
+            .admit_call()
+            .unwrap()
+            .call(|()| async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Ok::<_, Failed>(())
             })

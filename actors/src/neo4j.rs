@@ -178,20 +178,20 @@ impl actix::Handler<Cypher> for Neo4jActor {
     type Result = Reply<Result<Rows, WardenError>>;
 
     fn handle(&mut self, msg: Cypher, _: &mut Self::Context) -> Self::Result {
-        let link = self.link();
-        let admitted = match link.admit_call() {
+        let admitted = match self.admit_call() {
             Ok(admitted) => admitted,
             Err(refused) => return Reply::Now(Err(refused)),
         };
         let secrets = self.driver().secrets.clone();
         let msg = Arc::new(msg);
         Reply::Later(Box::pin(async move {
-            link.call(admitted, |graph| {
-                let msg = msg.clone();
-                let secrets = secrets.clone();
-                async move { execute(&graph, &msg, &secrets).await }
-            })
-            .await
+            admitted
+                .call(|graph| {
+                    let msg = msg.clone();
+                    let secrets = secrets.clone();
+                    async move { execute(&graph, &msg, &secrets).await }
+                })
+                .await
         }))
     }
 }
@@ -204,16 +204,17 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
         let secrets = self.driver().secrets.clone();
         Box::pin(async move {
             let admitted = link.admit_call()?;
-            link.call(admitted, |graph| {
-                let fut = (msg.run)(graph);
-                let secrets = secrets.clone();
-                // The closure may have committed anything before it failed: never retried.
-                async move {
-                    fut.await
-                        .map_err(|e| Failed::opaque(from_neo4rs(&e, Duration::ZERO, &secrets)))
-                }
-            })
-            .await
+            admitted
+                .call(|graph| {
+                    let fut = (msg.run)(graph);
+                    let secrets = secrets.clone();
+                    // The closure may have committed anything before it failed: never retried.
+                    async move {
+                        fut.await
+                            .map_err(|e| Failed::opaque(from_neo4rs(&e, Duration::ZERO, &secrets)))
+                    }
+                })
+                .await
         })
     }
 }

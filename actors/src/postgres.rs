@@ -470,8 +470,7 @@ impl actix::Handler<Sql> for PostgresActor {
     type Result = Reply<Result<Rows, WardenError>>;
 
     fn handle(&mut self, msg: Sql, _: &mut Self::Context) -> Self::Result {
-        let link = self.link();
-        let admitted = match link.admit_call() {
+        let admitted = match self.admit_call() {
             Ok(admitted) => admitted,
             Err(refused) => return Reply::Now(Err(refused)),
         };
@@ -481,7 +480,8 @@ impl actix::Handler<Sql> for PostgresActor {
         Reply::Spawned(
             io,
             Box::pin(async move {
-                link.call(admitted, |client| execute(client, &msg, bounds, &secrets))
+                admitted
+                    .call(|client| execute(client, &msg, bounds, &secrets))
                     .await
             }),
         )
@@ -492,8 +492,7 @@ impl<T: Send + 'static> actix::Handler<WithPool<T>> for PostgresActor {
     type Result = Reply<Result<T, WardenError>>;
 
     fn handle(&mut self, mut msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
-        let link = self.link();
-        let admitted = match link.admit_call() {
+        let admitted = match self.admit_call() {
             Ok(admitted) => admitted,
             Err(refused) => return Reply::Now(Err(refused)),
         };
@@ -503,16 +502,17 @@ impl<T: Send + 'static> actix::Handler<WithPool<T>> for PostgresActor {
         Reply::Spawned(
             io,
             Box::pin(async move {
-                link.call(admitted, |client| {
-                    let fut = (msg.run)(client.pool.clone());
-                    let secrets = secrets.clone();
-                    // The closure may have committed anything before it failed: never retried.
-                    async move {
-                        fut.await
-                            .map_err(|e| Failed::opaque(client.error(&e, bounds, &secrets)))
-                    }
-                })
-                .await
+                admitted
+                    .call(|client| {
+                        let fut = (msg.run)(client.pool.clone());
+                        let secrets = secrets.clone();
+                        // The closure may have committed anything before it failed: never retried.
+                        async move {
+                            fut.await
+                                .map_err(|e| Failed::opaque(client.error(&e, bounds, &secrets)))
+                        }
+                    })
+                    .await
             }),
         )
     }
