@@ -5,9 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde_json::{json, Value};
 use support::{actix_test, eventually, fast_settings, pg::PgServer, proxy::Proxy};
-use warden_actors::{health::ComponentStatus, Database, Sql, Warden, WardenError};
+use warden_actors::{health::ComponentStatus, Cypher, Database, Sql, Warden, WardenError};
 
 /// A graph URI where nothing listens: these tests are about PostgreSQL only.
 fn no_graph() -> String {
@@ -374,6 +375,134 @@ fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
     });
 }
 
+/// A handle runs calls like the actor's address does, and answers the refusals the actor would
+/// answer at once (open circuit, no connection, stopped) on the caller's thread: they come
+/// back on the first poll even while the actors' arbiter is held, when a message to the
+/// address cannot be answered at all.
+#[test]
+fn a_handle_refuses_without_the_actor() {
+    let pg = PgServer::start();
+    actix_test(async {
+        let mut settings = fast_settings(&no_graph(), &pg.url());
+        settings.retry.max_attempts = 1;
+        settings.breaker.failure_threshold = 3;
+        settings.breaker.cooldown = Duration::from_secs(60);
+        let warden = Warden::start(settings).unwrap();
+        pg_connected(&warden).await;
+        let postgres = warden.postgres_handle();
+
+        // Calls that may run go to the actor and come back as from the address.
+        let rows = postgres
+            .send(Sql::new("SELECT $1::int AS n").bind(7))
+            .await
+            .unwrap();
+        assert_eq!(rows[0]["n"], json!(7));
+        let err = postgres
+            .send(Sql::new("SELECT * FROM no_such_table"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WardenError::Query {
+                    transient: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        // The graph database is not there: refused as unavailable, at once.
+        let refused = warden
+            .neo4j_handle()
+            .send(Cypher::new("RETURN 1"))
+            .now_or_never()
+            .expect("refused at once");
+        assert!(
+            matches!(
+                refused,
+                Err(WardenError::Unavailable {
+                    database: Database::Neo4j,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+
+        // Open the circuit with transient failures.
+        let fail = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$";
+        for _ in 0..3 {
+            let err = postgres.send(Sql::new(fail)).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    WardenError::Query {
+                        transient: true,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+        }
+        eventually(Duration::from_secs(2), "circuit open", || {
+            let call = postgres.send(Sql::new("SELECT 1"));
+            async move { matches!(call.await, Err(WardenError::CircuitOpen { .. })).then_some(()) }
+        })
+        .await;
+
+        // Hold the arbiter both actors and the breaker run on.
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        warden.postgres.do_send(warden_actors::faults::Stall {
+            entered: entered_tx,
+            release: release_rx,
+        });
+        entered
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the arbiter is held");
+        for _ in 0..1000 {
+            let refused = postgres
+                .send(Sql::new("SELECT 1"))
+                .now_or_never()
+                .expect("refused on the first poll, without the actor");
+            match refused {
+                Err(WardenError::CircuitOpen {
+                    database: Database::Postgres,
+                    retry_after,
+                }) => assert!(retry_after > Duration::from_secs(50), "{retry_after:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let by_address = tokio::time::timeout(
+            Duration::from_millis(300),
+            warden.postgres.send(Sql::new("SELECT 1")),
+        )
+        .await;
+        assert!(
+            by_address.is_err(),
+            "the held actor answered: {by_address:?}"
+        );
+        release.send(()).unwrap();
+
+        // The address still gets the same refusal from the actor itself.
+        let refused = warden.postgres.send(Sql::new("SELECT 1")).await.unwrap();
+        assert!(
+            matches!(refused, Err(WardenError::CircuitOpen { .. })),
+            "{refused:?}"
+        );
+
+        warden.shutdown(Duration::from_secs(2)).await;
+        let refused = postgres
+            .send(Sql::new("SELECT 1"))
+            .now_or_never()
+            .expect("refused at once");
+        assert!(
+            matches!(refused, Err(WardenError::Stopped { .. })),
+            "{refused:?}"
+        );
+    });
+}
+
 /// Across 50 flaps (every connection dropped at once) under concurrent calls, warden never
 /// holds more than `max_connections`: counted exactly at the proxy it connects through, and
 /// sampled in pg_stat_activity. It ends connected.
@@ -574,8 +703,18 @@ fn a_panicking_actor_is_stopped_and_fatal() {
         })
         .await;
         assert!(h.view().any_stopped());
-        // The mailbox is gone with the actor: a caller learns at once.
+        // The mailbox is gone with the actor: a caller learns at once, and a handle says so
+        // with a typed error.
         assert!(warden.postgres.send(Sql::new("SELECT 1")).await.is_err());
+        let refused = warden
+            .postgres_handle()
+            .send(Sql::new("SELECT 1"))
+            .now_or_never()
+            .expect("refused at once");
+        assert!(
+            matches!(refused, Err(WardenError::Stopped { .. })),
+            "{refused:?}"
+        );
     });
 }
 

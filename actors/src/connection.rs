@@ -408,17 +408,37 @@ impl<C: Clone + 'static> Link<C> {
         })
     }
 
-    /// The refusals that cost nothing: an open circuit, no connection.
+    /// The client and generation for an attempt, or one of the refusals that cost nothing.
     fn admit(&self) -> Result<(C, u64), WardenError> {
+        self.admit_with(|client, generation| (client.clone(), generation))
+    }
+
+    /// The refusal a call would get right now, if any: an open circuit, no connection, or
+    /// stopped. It reads only lock-free state, so any thread can ask, without the actor (see
+    /// [`CallHandle`](crate::CallHandle)).
+    pub(crate) fn refusal(&self) -> Option<WardenError> {
+        self.admit_with(|_, _| ()).err()
+    }
+
+    /// The refusals that cost nothing: stopped for good, an open circuit, no connection. The
+    /// circuit comes before the connection, so that an open circuit says so whatever the
+    /// connection is doing; only a stopped actor, which no wait will bring back, says so first.
+    fn admit_with<R>(&self, admitted: impl FnOnce(&C, u64) -> R) -> Result<R, WardenError> {
         let now = Instant::now();
+        let state = self.state.load();
+        if matches!(**state, LinkState::Stopped) {
+            return Err(WardenError::Stopped {
+                database: self.database,
+            });
+        }
         if let Err(retry_after) = self.board.get(self.database).check(now) {
             return Err(WardenError::CircuitOpen {
                 database: self.database,
                 retry_after,
             });
         }
-        match &**self.state.load() {
-            LinkState::Connected { client, generation } => Ok((client.clone(), *generation)),
+        match &**state {
+            LinkState::Connected { client, generation } => Ok(admitted(client, *generation)),
             LinkState::Connecting { until } | LinkState::Backoff { until } => {
                 Err(WardenError::Unavailable {
                     database: self.database,

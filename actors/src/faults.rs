@@ -2,6 +2,7 @@
 //! the workspace's dev-dependencies enable). A panic in an actix handler kills the actor and
 //! its supervisor for good; these hooks cause one on purpose, so tests can check that warden
 //! then shows the database `stopped` and the daemon exits non-zero instead of limping on.
+//! [`Stall`] holds the actors' thread instead, so tests can tell what answers without it.
 
 use crate::Warden;
 
@@ -20,6 +21,29 @@ impl<D: crate::connection::Driver> actix::Handler<Crash> for crate::connection::
             "injected fault: the {} actor was told to crash",
             D::DATABASE
         );
+    }
+}
+
+/// Holds the receiving database actor's thread, and so the whole dedicated arbiter (both
+/// database actors, the breaker, health), from the moment it says so on `entered` until
+/// `release` gets a message or is disconnected.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct Stall {
+    /// Told once the arbiter is held.
+    pub entered: std::sync::mpsc::Sender<()>,
+    /// Waited on while the arbiter is held.
+    pub release: std::sync::mpsc::Receiver<()>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl<D: crate::connection::Driver> actix::Handler<Stall> for crate::connection::ConnectionActor<D> {
+    type Result = ();
+
+    fn handle(&mut self, stall: Stall, _: &mut Self::Context) {
+        let _ = stall.entered.send(());
+        let _ = stall.release.recv();
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
 //! - [`backoff`]: the pure exponential backoff schedule.
+//! - [`handle`]: [`CallHandle`], which sends calls to a database actor and answers its
+//!   refusals (open circuit, no connection) on the caller's thread, without a mailbox.
 //! - [`warden`]: [`Warden`], which starts the four actors and shuts them down.
 //! - [`settings`], [`error`], [`secret`]: configuration, the error callers see, redaction.
 //!
@@ -18,6 +20,11 @@
 //! let warden = Warden::start(WardenSettings::default())?;
 //! let rows = warden.postgres.send(Sql::new("SELECT $1::int AS n").bind(7)).await??;
 //! assert_eq!(rows[0]["n"], 7);
+//! // The same message through a handle: refused without a mailbox round trip while the
+//! // database is down or its circuit open, and one `?` for every error.
+//! let postgres = warden.postgres_handle();
+//! let rows = postgres.send(Sql::new("SELECT 2 AS n")).await?;
+//! assert_eq!(rows[0]["n"], 2);
 //! # Ok(()) }
 //! ```
 
@@ -29,6 +36,7 @@ pub mod circuit;
 pub mod connection;
 pub mod error;
 pub mod faults;
+pub mod handle;
 pub mod health;
 pub(crate) mod io;
 pub mod neo4j;
@@ -42,6 +50,7 @@ pub use crate::{
     circuit::Circuit,
     connection::Shutdown,
     error::{Database, TimeoutPhase, WardenError},
+    handle::{CallHandle, Neo4jHandle, PostgresHandle},
     health::{GetHealth, HealthActor, HealthHandle, HealthView},
     neo4j::{Cypher, Neo4jActor, WithGraph},
     postgres::{PostgresActor, Rows, Sql, WithPool},

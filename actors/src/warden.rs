@@ -7,8 +7,9 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::{
-    neo4j, postgres, BreakerActor, Circuit, Database, HealthActor, HealthHandle, Neo4jActor,
-    PostgresActor, SettingsError, Shutdown, WardenSettings,
+    neo4j, postgres, BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle,
+    Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle, SettingsError, Shutdown,
+    WardenSettings,
 };
 
 /// The four running actors. Both database actors and the breaker share one dedicated arbiter
@@ -17,15 +18,19 @@ use crate::{
 /// PostgreSQL's calls run on its pool's own I/O threads (`postgres.io_threads`), which own the
 /// pool's sockets, so that queries can use more than the arbiter's one thread.
 pub struct Warden {
-    /// The graph database actor: send it [`Cypher`](crate::Cypher).
+    /// The graph database actor: send it [`Cypher`](crate::Cypher), or call it through
+    /// [`Warden::neo4j_handle`], which answers refusals without its mailbox.
     pub neo4j: Addr<Neo4jActor>,
-    /// The PostgreSQL actor: send it [`Sql`](crate::Sql).
+    /// The PostgreSQL actor: send it [`Sql`](crate::Sql), or call it through
+    /// [`Warden::postgres_handle`], which answers refusals without its mailbox.
     pub postgres: Addr<PostgresActor>,
     /// The breaker, fed by both database actors.
     pub breaker: Addr<BreakerActor>,
     /// The health aggregate: send it [`GetHealth`](crate::GetHealth), or read [`Warden::health_handle`].
     pub health: Addr<HealthActor>,
     health_handle: HealthHandle,
+    postgres_handle: PostgresHandle,
+    neo4j_handle: Neo4jHandle,
     fatal: watch::Receiver<Option<String>>,
     arbiter: Arbiter,
 }
@@ -84,6 +89,7 @@ impl Warden {
             health.clone(),
             fatal_tx.clone(),
         );
+        let pg_link = pg.link();
         let postgres = Supervisor::start_in_arbiter(&handle, move |_| pg);
 
         let graph = Neo4jActor::new(
@@ -95,9 +101,12 @@ impl Warden {
             health.clone(),
             fatal_tx,
         );
+        let graph_link = graph.link();
         let neo4j = Supervisor::start_in_arbiter(&handle, move |_| graph);
 
         Warden {
+            postgres_handle: CallHandle::new(postgres.clone(), pg_link),
+            neo4j_handle: CallHandle::new(neo4j.clone(), graph_link),
             neo4j,
             postgres,
             breaker,
@@ -111,6 +120,18 @@ impl Warden {
     /// A reader of the latest health snapshot, for any thread, without a mailbox round trip.
     pub fn health_handle(&self) -> HealthHandle {
         self.health_handle.clone()
+    }
+
+    /// Calls to PostgreSQL that are refused on the caller's thread when the actor would refuse
+    /// them at once (see [`CallHandle`]); for any thread, cheap to clone.
+    pub fn postgres_handle(&self) -> PostgresHandle {
+        self.postgres_handle.clone()
+    }
+
+    /// Calls to the graph database, refused on the caller's thread like
+    /// [`postgres_handle`](Self::postgres_handle)'s.
+    pub fn neo4j_handle(&self) -> Neo4jHandle {
+        self.neo4j_handle.clone()
     }
 
     /// Resolves when a database actor has stopped for good without an orderly shutdown (it
