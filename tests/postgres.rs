@@ -375,12 +375,27 @@ fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
     });
 }
 
-/// A handle runs calls like the actor's address does, and answers the refusals the actor would
-/// answer at once (open circuit, no connection, stopped) on the caller's thread: they come
-/// back on the first poll even while the actors' arbiter is held, when a message to the
+/// Holds the arbiter both database actors and the breaker run on, until the returned sender
+/// is used or dropped.
+fn hold_arbiter(warden: &Warden) -> std::sync::mpsc::Sender<()> {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    warden.postgres.do_send(warden_actors::faults::Stall {
+        entered: entered_tx,
+        release: release_rx,
+    });
+    entered
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the arbiter is held");
+    release
+}
+
+/// A handle runs PostgreSQL calls on the pool's I/O threads without the actor, and answers
+/// the refusals an actor would answer at once (open circuit, no connection, stopped) on the
+/// caller's thread: both work while the actors' arbiter is held, when a message to the
 /// address cannot be answered at all.
 #[test]
-fn a_handle_refuses_without_the_actor() {
+fn a_handle_calls_and_refuses_without_the_actor() {
     let pg = PgServer::start();
     actix_test(async {
         let mut settings = fast_settings(&no_graph(), &pg.url());
@@ -391,11 +406,14 @@ fn a_handle_refuses_without_the_actor() {
         pg_connected(&warden).await;
         let postgres = warden.postgres_handle();
 
-        // Calls that may run go to the actor and come back as from the address.
-        let rows = postgres
-            .send(Sql::new("SELECT $1::int AS n").bind(7))
-            .await
-            .unwrap();
+        let held = hold_arbiter(&warden);
+        let rows = tokio::time::timeout(
+            Duration::from_secs(5),
+            postgres.send(Sql::new("SELECT $1::int AS n").bind(7)),
+        )
+        .await
+        .expect("answered while the arbiter is held")
+        .unwrap();
         assert_eq!(rows[0]["n"], json!(7));
         let err = postgres
             .send(Sql::new("SELECT * FROM no_such_table"))
@@ -411,13 +429,22 @@ fn a_handle_refuses_without_the_actor() {
             ),
             "{err:?}"
         );
-
-        // The graph database is not there: refused as unavailable, at once.
+        let thread = postgres
+            .send(warden_actors::WithPool::new(|pool| {
+                Box::pin(async move {
+                    sqlx::query("SELECT 1").execute(&pool).await?;
+                    Ok(std::thread::current().name().unwrap_or("").to_owned())
+                })
+            }))
+            .await
+            .unwrap();
+        assert!(thread.starts_with("warden-pg-io"), "{thread}");
+        // The graph database is not there: refused as unavailable, on the first poll.
         let refused = warden
             .neo4j_handle()
             .send(Cypher::new("RETURN 1"))
             .now_or_never()
-            .expect("refused at once");
+            .expect("refused on the first poll");
         assert!(
             matches!(
                 refused,
@@ -428,6 +455,16 @@ fn a_handle_refuses_without_the_actor() {
             ),
             "{refused:?}"
         );
+        let by_address = tokio::time::timeout(
+            Duration::from_millis(300),
+            warden.postgres.send(Sql::new("SELECT 1")),
+        )
+        .await;
+        assert!(
+            by_address.is_err(),
+            "the held actor answered: {by_address:?}"
+        );
+        drop(held);
 
         // Open the circuit with transient failures.
         let fail = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$";
@@ -450,16 +487,7 @@ fn a_handle_refuses_without_the_actor() {
         })
         .await;
 
-        // Hold the arbiter both actors and the breaker run on.
-        let (entered_tx, entered) = std::sync::mpsc::channel();
-        let (release, release_rx) = std::sync::mpsc::channel();
-        warden.postgres.do_send(warden_actors::faults::Stall {
-            entered: entered_tx,
-            release: release_rx,
-        });
-        entered
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the arbiter is held");
+        let held = hold_arbiter(&warden);
         for _ in 0..1000 {
             let refused = postgres
                 .send(Sql::new("SELECT 1"))
@@ -473,18 +501,8 @@ fn a_handle_refuses_without_the_actor() {
                 other => panic!("{other:?}"),
             }
         }
-        let by_address = tokio::time::timeout(
-            Duration::from_millis(300),
-            warden.postgres.send(Sql::new("SELECT 1")),
-        )
-        .await;
-        assert!(
-            by_address.is_err(),
-            "the held actor answered: {by_address:?}"
-        );
-        release.send(()).unwrap();
-
-        // The address still gets the same refusal from the actor itself.
+        drop(held);
+        // The address gets the same refusal from the actor itself.
         let refused = warden.postgres.send(Sql::new("SELECT 1")).await.unwrap();
         assert!(
             matches!(refused, Err(WardenError::CircuitOpen { .. })),

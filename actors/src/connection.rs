@@ -240,8 +240,10 @@ pub(crate) struct Link<C> {
 /// A call's admission: the client to use, the generation it belongs to, its deadline and its
 /// place in the in-flight count. A call counts as in flight, and its `query_timeout` runs,
 /// from the moment it is admitted, not from when its future first runs on an I/O thread: a
-/// shutdown drain must not close the pool under a call that is still queued.
-pub(crate) struct Admitted<C> {
+/// shutdown drain must not close the pool under a call that is still queued. Only warden
+/// admits calls; the type is public because sealed call traits such as
+/// [`PgCall`](crate::postgres::PgCall) take it.
+pub struct Admitted<C> {
     client: C,
     generation: u64,
     deadline: Instant,

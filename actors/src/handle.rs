@@ -1,17 +1,20 @@
-//! [`CallHandle`]: calls to a database actor that are refused where the caller is.
+//! [`CallHandle`]: calls to a database actor without a round trip through its mailbox.
 //!
 //! A message to an actor's `Addr` is a round trip through its mailbox: the caller's thread
-//! wakes the dedicated arbiter, the arbiter wakes the caller back. On a busy 2-core VM each of
-//! those wake-ups has cost from 8 to 45 µs (the
-//! benchmark's "fast fail floor" row measures the pair), and while a database is down every call is such a round
-//! trip for nothing but a refusal. Callers that retry in a loop then also crowd the mailbox the
+//! wakes the dedicated arbiter, the arbiter wakes the caller back. Each of those wake-ups has
+//! cost from 8 to 45 µs on the 2-core VMs warden is measured on (the benchmark's "fast fail
+//! floor" row measures the pair). While a database is down, every call would be such a round
+//! trip for nothing but a refusal, and callers retrying in a loop would crowd the mailbox the
 //! actor's probes and restarts go through.
 //!
-//! The actor refuses a call at once from state it publishes for lock-free reads (its circuit
-//! on the breaker's board, its connection state on the link). A handle reads the same state
-//! on the caller's own thread, with the same code, and answers those refusals there. Every call
-//! that may run goes to the actor as the same message, which checks again (the state may have
-//! changed in between) and runs it exactly as if it had been sent to the `Addr`.
+//! The actor admits or refuses a call from state it publishes for lock-free reads (its circuit
+//! on the breaker's board, its connection state on the link). A handle reads the same state on
+//! the caller's own thread, with the same code:
+//! - a refusal (stopped, open circuit, no connection) is answered there, ready on first poll;
+//! - a PostgreSQL call is admitted there and spawned onto the pool's I/O threads, which answer
+//!   the caller directly: the arbiter never hears of it;
+//! - a graph call goes to the actor as the same message (its driver's sockets belong to the
+//!   arbiter), which checks again and runs it as if it had been sent to the `Addr`.
 
 use std::{future::Future, sync::Arc};
 
@@ -20,14 +23,13 @@ use actix::{dev::ToEnvelope, prelude::*};
 use crate::{
     connection::{ConnectionActor, Driver, Link},
     neo4j::Neo4jDriver,
-    postgres::PgDriver,
-    WardenError,
+    postgres::{PgCall, PgDriver},
+    Neo4jActor, WardenError,
 };
 
-/// A cheap, cloneable way to call one database actor from any thread: [`send`](Self::send)
-/// takes the same messages as the actor's `Addr`, answers an open circuit, a missing
-/// connection or a stopped actor without a mailbox round trip, and folds a closed mailbox into
-/// [`WardenError::Stopped`].
+/// A cheap, cloneable way to call one database actor from any thread. `send` takes the same
+/// call messages as the actor's `Addr`, answers the refusals the actor would answer at once
+/// without a mailbox round trip, and folds a closed mailbox into [`WardenError::Stopped`].
 pub struct CallHandle<D: Driver> {
     addr: Addr<ConnectionActor<D>>,
     link: Arc<Link<D::Client>>,
@@ -54,14 +56,47 @@ impl<D: Driver> CallHandle<D> {
         Self { addr, link }
     }
 
-    /// Sends `msg` to the actor, unless the actor would refuse it at once: then the returned
-    /// future is ready with that refusal (`CircuitOpen`, `Unavailable` or `Stopped`, with the
-    /// same `retry_after` the actor would give). Like `Addr::send`, the message is queued when
-    /// this is called, not when the future is first polled.
+    /// The actor's address, for messages that are not calls (such as `Shutdown`).
+    pub fn addr(&self) -> &Addr<ConnectionActor<D>> {
+        &self.addr
+    }
+}
+
+impl CallHandle<PgDriver> {
+    /// Admits the call here and runs it on the pool's I/O threads, exactly as the actor would,
+    /// or refuses it at once (`Stopped`, `CircuitOpen`, `Unavailable`, with the `retry_after`
+    /// the actor would give): then the future is ready on its first poll. Like `Addr::send`,
+    /// the call starts when this is called; dropping the future stops waiting, not the call.
+    /// A panic inside a [`WithPool`](crate::WithPool) closure resumes in the awaiting task.
+    pub fn send<M: PgCall>(
+        &self,
+        msg: M,
+    ) -> impl Future<Output = Result<M::Output, WardenError>> + 'static {
+        let started = self.link.admit_call().map(|admitted| {
+            let io = admitted.client().io().clone();
+            io.spawn(msg.start(admitted))
+        });
+        async move {
+            match started?.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The I/O runtime is gone: the actor was dropped.
+                Err(_) => Err(WardenError::Stopped {
+                    database: PgDriver::DATABASE,
+                }),
+            }
+        }
+    }
+}
+
+impl CallHandle<Neo4jDriver> {
+    /// Sends `msg` to the actor, unless it would refuse it at once (`Stopped`, `CircuitOpen`,
+    /// `Unavailable`, with the `retry_after` the actor would give): then the future is ready
+    /// on its first poll. Like `Addr::send`, the message is queued when this is called.
     pub fn send<M, T>(&self, msg: M) -> impl Future<Output = Result<T, WardenError>> + 'static
     where
-        ConnectionActor<D>: Handler<M>,
-        <ConnectionActor<D> as Actor>::Context: ToEnvelope<ConnectionActor<D>, M>,
+        Neo4jActor: Handler<M>,
+        <Neo4jActor as Actor>::Context: ToEnvelope<Neo4jActor, M>,
         M: Message<Result = Result<T, WardenError>> + Send + 'static,
         T: Send + 'static,
     {
@@ -70,19 +105,11 @@ impl<D: Driver> CallHandle<D> {
             None => Ok(self.addr.send(msg)),
         };
         async move {
-            match request {
-                Err(refused) => Err(refused),
-                Ok(request) => request.await.unwrap_or_else(|_| {
-                    Err(WardenError::Stopped {
-                        database: D::DATABASE,
-                    })
-                }),
-            }
+            request?.await.unwrap_or_else(|_| {
+                Err(WardenError::Stopped {
+                    database: Neo4jDriver::DATABASE,
+                })
+            })
         }
-    }
-
-    /// The actor's address, for messages that are not calls (such as `Shutdown`).
-    pub fn addr(&self) -> &Addr<ConnectionActor<D>> {
-        &self.addr
     }
 }

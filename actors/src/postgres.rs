@@ -9,8 +9,10 @@
 //! schema first) as startup options, since sqlx has no read timeout of its own.
 //!
 //! Calls run on the pool's own I/O threads, not on the actors' arbiter (see `io.rs` for the
-//! measurements behind that): the handler checks admission on the arbiter and spawns the call
-//! onto those threads, and the call answers its caller directly.
+//! measurements behind that): whoever admits a call spawns it onto those threads, and the call
+//! answers its caller directly. The handler admits calls sent to the actor's address; a
+//! [`PostgresHandle`](crate::PostgresHandle) admits them on the caller's thread, which saves
+//! the caller two thread wake-ups per call (see [`PgCall`]).
 
 use std::{
     sync::{
@@ -31,7 +33,9 @@ use sqlx::{
 use url::Url;
 
 use crate::{
-    connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings},
+    connection::{
+        Admitted, ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings,
+    },
     error::{from_sqlx, Database, PgBounds, WardenError},
     io::IoRuntime,
     secret::Secret,
@@ -99,20 +103,27 @@ impl<T: Send + 'static> WithPool<T> {
 /// towards `max_connections`, so the pool gets one less.
 pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
 
-/// What calls get: the shared pool, the runtime its sockets belong to (where calls run), and
-/// the moment since which its idle connections are trusted.
+/// What calls get: the shared pool, the runtime its sockets belong to (where calls run), the
+/// moment since which its idle connections are trusted, and what mapping its errors needs.
 #[derive(Clone)]
 pub struct PgClient {
     pool: PgPool,
     io: tokio::runtime::Handle,
     trust: Arc<TrustedSince>,
+    bounds: PgBounds,
+    secrets: Arc<Vec<Secret>>,
 }
 
 impl PgClient {
+    /// The runtime the pool's sockets belong to, where its calls run.
+    pub(crate) fn io(&self) -> &tokio::runtime::Handle {
+        &self.io
+    }
+
     /// Maps a driver error; a connection-class one withdraws trust from every idle connection,
     /// so that the next acquires ping them instead of handing out more dead ones.
-    fn error(&self, e: &sqlx::Error, bounds: PgBounds, secrets: &[Secret]) -> WardenError {
-        let e = from_sqlx(e, bounds, secrets);
+    fn error(&self, e: &sqlx::Error) -> WardenError {
+        let e = from_sqlx(e, self.bounds, &self.secrets);
         if e.is_connection_loss() {
             self.trust.mark();
         }
@@ -347,6 +358,8 @@ impl Driver for PgDriver {
                     pool: pool_options.connect_lazy_with(opts),
                     io: io.clone(),
                     trust: trust.clone(),
+                    bounds,
+                    secrets: secrets.clone(),
                 }
             });
             let Some(client) = client else {
@@ -466,71 +479,81 @@ async fn migrate_on(
     Ok(())
 }
 
+/// A call that runs on the pool's I/O threads once admitted: [`Sql`] and [`WithPool`]. The
+/// actor's handlers and [`PostgresHandle::send`](crate::PostgresHandle) start calls through
+/// it, so the two paths run the same code. Sealed: only warden's messages implement it.
+pub trait PgCall:
+    Message<Result = Result<Self::Output, WardenError>> + Send + private::Sealed
+{
+    /// What the call returns.
+    type Output: Send + 'static;
+
+    /// The call, to run on the client's I/O runtime.
+    #[doc(hidden)]
+    fn start(
+        self,
+        admitted: Admitted<PgClient>,
+    ) -> BoxFuture<'static, Result<Self::Output, WardenError>>;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl Sealed for super::Sql {}
+    impl<T: Send + 'static> Sealed for super::WithPool<T> {}
+}
+
+impl PgCall for Sql {
+    type Output = Rows;
+
+    fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Result<Rows, WardenError>> {
+        Box::pin(async move { admitted.call(|client| execute(client, &self)).await })
+    }
+}
+
+impl<T: Send + 'static> PgCall for WithPool<T> {
+    type Output = T;
+
+    fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Result<T, WardenError>> {
+        Box::pin(admitted.call(move |client| {
+            let fut = (self.run)(client.pool.clone());
+            // The closure may have committed anything before it failed: never retried.
+            async move { fut.await.map_err(|e| Failed::opaque(client.error(&e))) }
+        }))
+    }
+}
+
+/// Admits a call sent to the actor's address and starts it on the I/O threads, or refuses it.
+fn start<M: PgCall>(actor: &PostgresActor, msg: M) -> Reply<Result<M::Output, WardenError>> {
+    match actor.admit_call() {
+        Ok(admitted) => Reply::Spawned(admitted.client().io().clone(), msg.start(admitted)),
+        Err(refused) => Reply::Now(Err(refused)),
+    }
+}
+
 impl actix::Handler<Sql> for PostgresActor {
     type Result = Reply<Result<Rows, WardenError>>;
 
     fn handle(&mut self, msg: Sql, _: &mut Self::Context) -> Self::Result {
-        let admitted = match self.admit_call() {
-            Ok(admitted) => admitted,
-            Err(refused) => return Reply::Now(Err(refused)),
-        };
-        let io = admitted.client().io.clone();
-        let bounds = self.driver().bounds();
-        let secrets = self.driver().secrets.clone();
-        Reply::Spawned(
-            io,
-            Box::pin(async move {
-                admitted
-                    .call(|client| execute(client, &msg, bounds, &secrets))
-                    .await
-            }),
-        )
+        start(self, msg)
     }
 }
 
 impl<T: Send + 'static> actix::Handler<WithPool<T>> for PostgresActor {
     type Result = Reply<Result<T, WardenError>>;
 
-    fn handle(&mut self, mut msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
-        let admitted = match self.admit_call() {
-            Ok(admitted) => admitted,
-            Err(refused) => return Reply::Now(Err(refused)),
-        };
-        let io = admitted.client().io.clone();
-        let bounds = self.driver().bounds();
-        let secrets = self.driver().secrets.clone();
-        Reply::Spawned(
-            io,
-            Box::pin(async move {
-                admitted
-                    .call(|client| {
-                        let fut = (msg.run)(client.pool.clone());
-                        let secrets = secrets.clone();
-                        // The closure may have committed anything before it failed: never retried.
-                        async move {
-                            fut.await
-                                .map_err(|e| Failed::opaque(client.error(&e, bounds, &secrets)))
-                        }
-                    })
-                    .await
-            }),
-        )
+    fn handle(&mut self, msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
+        start(self, msg)
     }
 }
 
 /// Runs one attempt of a statement and converts its rows. The connection is acquired first,
 /// so that a failure to get one (nothing sent yet) can be told from a failure mid-statement.
-async fn execute(
-    client: PgClient,
-    sql: &Sql,
-    bounds: PgBounds,
-    secrets: &[Secret],
-) -> Result<Rows, Failed> {
+async fn execute(client: PgClient, sql: &Sql) -> Result<Rows, Failed> {
     let mut conn = client
         .pool
         .acquire()
         .await
-        .map_err(|e| Failed::before_send(client.error(&e, bounds, secrets)))?;
+        .map_err(|e| Failed::before_send(client.error(&e)))?;
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.query.as_str()));
     for param in &sql.params {
         query = bind(query, param);
@@ -538,7 +561,7 @@ async fn execute(
     let rows = query
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| Failed::after_send(client.error(&e, bounds, secrets)))?;
+        .map_err(|e| Failed::after_send(client.error(&e)))?;
     rows.iter()
         .map(row_to_json)
         .collect::<Result<_, _>>()
