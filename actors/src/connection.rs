@@ -18,9 +18,11 @@
 //! connection-class error makes the actor probe at once, so a real outage is seen in one round
 //! trip, while a misclassified error from one statement never costs everyone a reconnect.
 //!
-//! Calls never run inside the actor's context: a handler hands the caller a future that runs
-//! by itself (`Link::call`), on the arbiter (Neo4j) or on the pool's I/O threads (PostgreSQL;
-//! see `io.rs`). So callers never queue behind one another or
+//! Calls never run inside the actor's context: a handler admits a call (`Link::admit_call`)
+//! and hands the caller a future that runs by itself (`Admitted::call`), on the arbiter (Neo4j)
+//! or on the pool's I/O threads (PostgreSQL; see `io.rs`). A [`CallHandle`](crate::CallHandle)
+//! reads the same lock-free link on the caller's thread, to refuse without the actor, and to
+//! admit PostgreSQL calls itself. So callers never queue behind one another or
 //! behind a connect, and a restart (which drops the actor's own futures) cannot leave a caller
 //! without an answer: every call ends with a result or a typed error within `query_timeout`.
 //!

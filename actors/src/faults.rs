@@ -2,7 +2,7 @@
 //! the workspace's dev-dependencies enable). A panic in an actix handler kills the actor and
 //! its supervisor for good; these hooks cause one on purpose, so tests can check that warden
 //! then shows the database `stopped` and the daemon exits non-zero instead of limping on.
-//! [`Stall`] holds the actors' thread instead, so tests can tell what answers without it.
+//! `Stall` holds the actors' thread instead, so tests can tell what answers without it.
 
 use crate::Warden;
 
