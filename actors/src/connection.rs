@@ -242,10 +242,8 @@ pub(crate) struct Link<C> {
 /// A call's admission: the client to use, the generation it belongs to, its deadline and its
 /// place in the in-flight count. A call counts as in flight, and its `query_timeout` runs,
 /// from the moment it is admitted, not from when its future first runs on an I/O thread: a
-/// shutdown drain must not close the pool under a call that is still queued. Only warden
-/// admits calls; the type is public because sealed call traits such as
-/// [`PgCall`](crate::postgres::PgCall) take it.
-pub struct Admitted<C> {
+/// shutdown drain must not close the pool under a call that is still queued.
+pub(crate) struct Admitted<C> {
     client: C,
     generation: u64,
     deadline: Instant,
@@ -401,14 +399,28 @@ impl<C: Clone + 'static> Link<C> {
     /// Admits a call, or refuses it at once (an open circuit, no connection), so that a
     /// handler can answer a refusal without starting anything. The admission is the first
     /// attempt's, so the common path checks the circuit and the link once.
+    ///
+    /// A handle admits calls on its caller's thread, while the actor may be shutting down on
+    /// the arbiter. So an admitted call is counted, then the state is read again, and
+    /// [`Shutdown`] stores `Stopped` before it reads the count, each with a full fence in
+    /// between: either this admission sees `Stopped`, or the drain sees the call and waits for
+    /// it. Refusals are never counted.
     pub(crate) fn admit_call(self: &Arc<Self>) -> Result<Admitted<C>, WardenError> {
         let (client, generation) = self.admit()?;
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight(Arc::clone(self));
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if matches!(**self.state.load(), LinkState::Stopped) {
+            // The guard drops: the call is uncounted again.
+            return Err(WardenError::Stopped {
+                database: self.database,
+            });
+        }
         Ok(Admitted {
             client,
             generation,
             deadline: Instant::now() + self.query_timeout,
-            in_flight: InFlight(Arc::clone(self)),
+            in_flight,
         })
     }
 
@@ -841,6 +853,9 @@ impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
         }
         self.phase = Phase::Stopped;
         self.link.state.store(Arc::new(LinkState::Stopped));
+        // Pairs with the fence in `Link::admit_call`: a call admitted elsewhere from an older
+        // state is in the count the drain reads.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let link = self.link.clone();
         let close = self.driver.close();
         let deadline = Instant::now() + msg.timeout;

@@ -67,7 +67,8 @@ impl CallHandle<PgDriver> {
     /// or refuses it at once (`Stopped`, `CircuitOpen`, `Unavailable`, with the `retry_after`
     /// the actor would give): then the future is ready on its first poll. Like `Addr::send`,
     /// the call starts when this is called; dropping the future stops waiting, not the call.
-    /// A panic inside a [`WithPool`](crate::WithPool) closure resumes in the awaiting task.
+    /// A panic inside a [`WithPool`](crate::WithPool) closure resumes in the awaiting task
+    /// (through the address, the caller gets a `MailboxError` instead).
     pub fn send<M: PgCall>(
         &self,
         msg: M,

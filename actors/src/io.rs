@@ -5,10 +5,10 @@
 //! single thread. When every call's driver work (encoding, socket reads and writes, decoding,
 //! JSON rows) ran there too, that one thread capped warden at what one core can drive, about
 //! 60 % of a pool used directly from two threads (`scripts/bench sql`, profiled with `perf`:
-//! 86 % of the samples on the arbiter thread). The handler still runs on the arbiter (the
-//! admission check is a few atomic loads) and hands the call to this runtime, whose threads
-//! also own the pool's sockets: the pool is created inside it, so sockets belong to the runtime
-//! that opened them.
+//! 86 % of the samples on the arbiter thread). Whoever admits a call (the handler on the
+//! arbiter, or a [`PostgresHandle`](crate::PostgresHandle) on the caller's thread; the check is
+//! a few atomic loads) hands it to this runtime, whose threads also own the pool's sockets: the
+//! pool is created inside it, so sockets belong to the runtime that opened them.
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
@@ -48,8 +48,9 @@ impl IoRuntime {
 impl Drop for IoRuntime {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
-            // Calls still running here are past the shutdown drain; their callers get a
-            // mailbox error rather than a hang.
+            // Calls still running here are past the shutdown drain; their callers get an
+            // error rather than a hang (`Stopped` through a handle, a mailbox error through
+            // the address).
             runtime.shutdown_background();
         }
     }

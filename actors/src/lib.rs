@@ -8,8 +8,9 @@
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
 //! - [`backoff`]: the pure exponential backoff schedule.
-//! - [`handle`]: [`CallHandle`], which sends calls to a database actor and answers its
-//!   refusals (open circuit, no connection) on the caller's thread, without a mailbox.
+//! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
+//!   connection) on the caller's thread, without a mailbox, and starts PostgreSQL calls on the
+//!   pool's I/O threads without the actor.
 //! - [`warden`]: [`Warden`], which starts the four actors and shuts them down.
 //! - [`settings`], [`error`], [`secret`]: configuration, the error callers see, redaction.
 //!

@@ -483,43 +483,49 @@ async fn migrate_on(
 /// actor's handlers and [`PostgresHandle::send`](crate::PostgresHandle) start calls through
 /// it, so the two paths run the same code. Sealed: only warden's messages implement it.
 pub trait PgCall:
-    Message<Result = Result<Self::Output, WardenError>> + Send + private::Sealed
+    Message<Result = Result<Self::Output, WardenError>> + Send + sealed::Start
 {
     /// What the call returns.
     type Output: Send + 'static;
-
-    /// The call, to run on the client's I/O runtime.
-    #[doc(hidden)]
-    fn start(
-        self,
-        admitted: Admitted<PgClient>,
-    ) -> BoxFuture<'static, Result<Self::Output, WardenError>>;
 }
 
-mod private {
-    pub trait Sealed {}
-    impl Sealed for super::Sql {}
-    impl<T: Send + 'static> Sealed for super::WithPool<T> {}
+// `Start` is reachable only as a supertrait of `PgCall`: outside this crate it can be neither
+// named nor implemented, and its method not called, so the crate-private `Admitted` in its
+// signature stays private in fact.
+#[allow(private_interfaces)]
+pub(crate) mod sealed {
+    use super::*;
+
+    /// How an admitted call starts. Outside the crate this trait cannot be named, so nothing
+    /// else can implement [`PgCall`], and an admission stays warden's own.
+    pub trait Start: Message + Sized {
+        /// The call, to run on the client's I/O runtime.
+        fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result>;
+    }
+
+    impl Start for Sql {
+        fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+            Box::pin(async move { admitted.call(|client| execute(client, &self)).await })
+        }
+    }
+
+    impl<T: Send + 'static> Start for WithPool<T> {
+        fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+            Box::pin(admitted.call(move |client| {
+                let fut = (self.run)(client.pool.clone());
+                // The closure may have committed anything before it failed: never retried.
+                async move { fut.await.map_err(|e| Failed::opaque(client.error(&e))) }
+            }))
+        }
+    }
 }
 
 impl PgCall for Sql {
     type Output = Rows;
-
-    fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Result<Rows, WardenError>> {
-        Box::pin(async move { admitted.call(|client| execute(client, &self)).await })
-    }
 }
 
 impl<T: Send + 'static> PgCall for WithPool<T> {
     type Output = T;
-
-    fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Result<T, WardenError>> {
-        Box::pin(admitted.call(move |client| {
-            let fut = (self.run)(client.pool.clone());
-            // The closure may have committed anything before it failed: never retried.
-            async move { fut.await.map_err(|e| Failed::opaque(client.error(&e))) }
-        }))
-    }
 }
 
 /// Admits a call sent to the actor's address and starts it on the I/O threads, or refuses it.
