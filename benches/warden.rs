@@ -420,9 +420,26 @@ fn median_load(rounds: &[Load]) -> Load {
 /// The median of the per-round ratios `a ÷ b` (rounds ran side by side, so each ratio compares
 /// two runs that shared the same neighbours).
 fn median_ratio(a: &[Load], b: &[Load]) -> f64 {
+    let r = round_ratios(a, b);
+    r[r.len() / 2]
+}
+
+/// The per-round ratios `a ÷ b`, sorted.
+fn round_ratios(a: &[Load], b: &[Load]) -> Vec<f64> {
     let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a.rate / b.rate).collect();
     r.sort_by(f64::total_cmp);
-    r[r.len() / 2]
+    r
+}
+
+/// "median % (lowest–highest round)", so that the table shows how noisy the rounds were.
+fn ratio_text(a: &[Load], b: &[Load]) -> String {
+    let r = round_ratios(a, b);
+    format!(
+        "{:.1} % ({:.0}–{:.0})",
+        r[r.len() / 2] * 100.0,
+        r[0] * 100.0,
+        r[r.len() - 1] * 100.0
+    )
 }
 
 /// Runs `concurrency` callers on a 2-worker tokio runtime: the direct drivers' ceiling.
@@ -603,14 +620,14 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
         row(
             rows,
             format!("Sql ×{n}: warden ÷ direct (median of {rounds} rounds)"),
-            format!("{:.1} %", ratio * 100.0),
+            ratio_text(&actor, &direct),
             if checked { "≥ 95 %" } else { "" },
             checked.then_some(ratio >= 0.95),
         );
         row(
             rows,
             format!("Sql ×{n}: warden ÷ direct set up like warden's (reference)"),
-            format!("{:.1} %", median_ratio(&actor, &alike) * 100.0),
+            ratio_text(&actor, &alike),
             "",
             None,
         );
@@ -660,7 +677,7 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
                 "Cypher ×{n}: warden ÷ direct (median of {} clean rounds, {discarded} discarded)",
                 direct.len()
             ),
-            format!("{:.1} %", ratio * 100.0),
+            ratio_text(&actor, &direct),
             "≥ 90 %",
             Some(ratio >= 0.9),
         );
