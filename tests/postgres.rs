@@ -375,6 +375,17 @@ fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
     });
 }
 
+/// The refusal a handle's call is ready with on its first poll (a call that would wait or run
+/// fails the test).
+fn refused_at_once<T: std::fmt::Debug>(
+    call: impl std::future::Future<Output = Result<T, WardenError>>,
+) -> WardenError {
+    match call.now_or_never() {
+        Some(Err(refused)) => refused,
+        other => panic!("not refused on the first poll: {other:?}"),
+    }
+}
+
 /// Holds the arbiter both database actors and the breaker run on, until the returned sender
 /// is used or dropped.
 fn hold_arbiter(warden: &Warden) -> std::sync::mpsc::Sender<()> {
@@ -440,18 +451,14 @@ fn a_handle_calls_and_refuses_without_the_actor() {
             .unwrap();
         assert!(thread.starts_with("warden-pg-io"), "{thread}");
         // The graph database is not there: refused as unavailable, on the first poll.
-        let refused = warden
-            .neo4j_handle()
-            .send(Cypher::new("RETURN 1"))
-            .now_or_never()
-            .expect("refused on the first poll");
+        let refused = refused_at_once(warden.neo4j_handle().send(Cypher::new("RETURN 1")));
         assert!(
             matches!(
                 refused,
-                Err(WardenError::Unavailable {
+                WardenError::Unavailable {
                     database: Database::Neo4j,
                     ..
-                })
+                }
             ),
             "{refused:?}"
         );
@@ -485,15 +492,11 @@ fn a_handle_calls_and_refuses_without_the_actor() {
 
         let held = hold_arbiter(&warden);
         for _ in 0..1000 {
-            let refused = postgres
-                .send(Sql::new("SELECT 1"))
-                .now_or_never()
-                .expect("refused on the first poll, without the actor");
-            match refused {
-                Err(WardenError::CircuitOpen {
+            match refused_at_once(postgres.send(Sql::new("SELECT 1"))) {
+                WardenError::CircuitOpen {
                     database: Database::Postgres,
                     retry_after,
-                }) => assert!(retry_after > Duration::from_secs(50), "{retry_after:?}"),
+                } => assert!(retry_after > Duration::from_secs(50), "{retry_after:?}"),
                 other => panic!("{other:?}"),
             }
         }
@@ -506,12 +509,9 @@ fn a_handle_calls_and_refuses_without_the_actor() {
         );
 
         warden.shutdown(Duration::from_secs(2)).await;
-        let refused = postgres
-            .send(Sql::new("SELECT 1"))
-            .now_or_never()
-            .expect("refused at once");
+        let refused = refused_at_once(postgres.send(Sql::new("SELECT 1")));
         assert!(
-            matches!(refused, Err(WardenError::Stopped { .. })),
+            matches!(refused, WardenError::Stopped { .. }),
             "{refused:?}"
         );
     });
@@ -765,13 +765,9 @@ fn a_panicking_actor_is_stopped_and_fatal() {
         // The mailbox is gone with the actor: a caller learns at once, and a handle says so
         // with a typed error.
         assert!(warden.postgres.send(Sql::new("SELECT 1")).await.is_err());
-        let refused = warden
-            .postgres_handle()
-            .send(Sql::new("SELECT 1"))
-            .now_or_never()
-            .expect("refused at once");
+        let refused = refused_at_once(warden.postgres_handle().send(Sql::new("SELECT 1")));
         assert!(
-            matches!(refused, Err(WardenError::Stopped { .. })),
+            matches!(refused, WardenError::Stopped { .. }),
             "{refused:?}"
         );
     });
