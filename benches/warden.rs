@@ -784,11 +784,7 @@ fn fast_fail(rows: &mut Vec<Row>) {
         row(
             rows,
             "fast fail: refused Sql through a handle, median / p99",
-            format!(
-                "{:.2} / {:.2} µs",
-                p50.as_secs_f64() * 1e6,
-                percentile(&lat, 0.99).as_secs_f64() * 1e6
-            ),
+            median_p99(&lat),
             "median < 20 µs",
             Some(p50 < Duration::from_micros(20)),
         );
@@ -805,11 +801,7 @@ fn fast_fail(rows: &mut Vec<Row>) {
         row(
             rows,
             "fast fail: refused Sql message to the address, median / p99",
-            format!(
-                "{:.1} / {:.1} µs",
-                percentile(&lat, 0.5).as_secs_f64() * 1e6,
-                percentile(&lat, 0.99).as_secs_f64() * 1e6
-            ),
+            median_p99(&lat),
             "",
             None,
         );
@@ -824,15 +816,20 @@ fn fast_fail(rows: &mut Vec<Row>) {
         row(
             rows,
             "fast fail floor: empty actix round trip to another arbiter, median / p99",
-            format!(
-                "{:.1} / {:.1} µs",
-                percentile(&lat, 0.5).as_secs_f64() * 1e6,
-                percentile(&lat, 0.99).as_secs_f64() * 1e6
-            ),
+            median_p99(&lat),
             "",
             None,
         );
     });
+}
+
+/// "median / p99 µs" of sorted latencies in ns.
+fn median_p99(lat: &[u32]) -> String {
+    format!(
+        "{:.2} / {:.2} µs",
+        percentile(lat, 0.5).as_secs_f64() * 1e6,
+        percentile(lat, 0.99).as_secs_f64() * 1e6
+    )
 }
 
 /// The latencies of 100k calls in a row, sorted, in ns.
