@@ -2,7 +2,7 @@
 //!
 //! A message to an actor's `Addr` is a round trip through its mailbox: the caller's thread
 //! wakes the dedicated arbiter, the arbiter wakes the caller back. Each of those wake-ups has
-//! cost from 8 to 45 µs on the 2-core VMs warden is measured on (the benchmark's "fast fail
+//! cost from 8 to 48 µs on the 2-core VMs warden is measured on (the benchmark's "fast fail
 //! floor" row measures the pair). While a database is down, every call would be such a round
 //! trip for nothing but a refusal, and callers retrying in a loop would crowd the mailbox the
 //! actor's probes and restarts go through.
