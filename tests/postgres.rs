@@ -15,6 +15,13 @@ fn no_graph() -> String {
     format!("bolt://127.0.0.1:{}", support::free_port())
 }
 
+/// Starts a warden and waits until PostgreSQL is connected.
+async fn connected(settings: warden_actors::WardenSettings) -> Warden {
+    let warden = Warden::start(settings).expect("valid settings");
+    pg_connected(&warden).await;
+    warden
+}
+
 async fn pg_connected(warden: &Warden) {
     let h = warden.health_handle();
     eventually(Duration::from_secs(10), "postgres connected", || {
@@ -79,8 +86,7 @@ async fn settled_warden_connections(admin: &sqlx::PgPool, max: i64) -> i64 {
 fn sql_returns_typed_rows_and_binds_params() {
     let pg = PgServer::start();
     actix_test(async {
-        let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).unwrap();
-        pg_connected(&warden).await;
+        let warden = connected(fast_settings(&no_graph(), &pg.url())).await;
         let rows = warden
             .postgres
             .send(
@@ -386,6 +392,17 @@ fn refused_at_once<T: std::fmt::Debug>(
     }
 }
 
+/// Asserts that a handle's call is refused with `Stopped` on its first poll.
+fn assert_stopped_at_once<T: std::fmt::Debug>(
+    call: impl std::future::Future<Output = Result<T, WardenError>>,
+) {
+    let refused = refused_at_once(call);
+    assert!(
+        matches!(refused, WardenError::Stopped { .. }),
+        "{refused:?}"
+    );
+}
+
 /// Holds the arbiter both database actors and the breaker run on, until the returned sender
 /// is used or dropped.
 fn hold_arbiter(warden: &Warden) -> std::sync::mpsc::Sender<()> {
@@ -413,8 +430,7 @@ fn a_handle_calls_and_refuses_without_the_actor() {
         settings.retry.max_attempts = 1;
         settings.breaker.failure_threshold = 3;
         settings.breaker.cooldown = Duration::from_secs(60);
-        let warden = Warden::start(settings).unwrap();
-        pg_connected(&warden).await;
+        let warden = connected(settings).await;
         let postgres = warden.postgres_handle();
 
         let held = hold_arbiter(&warden);
@@ -509,11 +525,7 @@ fn a_handle_calls_and_refuses_without_the_actor() {
         );
 
         warden.shutdown(Duration::from_secs(2)).await;
-        let refused = refused_at_once(postgres.send(Sql::new("SELECT 1")));
-        assert!(
-            matches!(refused, WardenError::Stopped { .. }),
-            "{refused:?}"
-        );
+        assert_stopped_at_once(postgres.send(Sql::new("SELECT 1")));
     });
 }
 
@@ -524,8 +536,7 @@ fn a_handle_calls_and_refuses_without_the_actor() {
 fn calls_from_other_threads_racing_a_shutdown_end_in_rows_or_stopped() {
     let pg = PgServer::start();
     actix_test(async {
-        let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).unwrap();
-        pg_connected(&warden).await;
+        let warden = connected(fast_settings(&no_graph(), &pg.url())).await;
         let callers: Vec<_> = (0..4)
             .map(|_| {
                 let postgres = warden.postgres_handle();
@@ -579,8 +590,7 @@ fn fifty_flaps_never_exceed_max_connections() {
         settings.postgres.probe_interval = Duration::from_millis(100);
         settings.breaker.failure_threshold = 1_000;
         let max = i64::from(settings.postgres.max_connections);
-        let warden = Warden::start(settings).unwrap();
-        pg_connected(&warden).await;
+        let warden = connected(settings).await;
         let admin = pg.admin().await;
 
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -746,8 +756,7 @@ fn concurrent_migrations_are_safe() {
 fn a_panicking_actor_is_stopped_and_fatal() {
     let pg = PgServer::start();
     actix_test(async {
-        let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).unwrap();
-        pg_connected(&warden).await;
+        let warden = connected(fast_settings(&no_graph(), &pg.url())).await;
         warden.postgres.do_send(warden_actors::faults::Crash);
         let reason = tokio::time::timeout(Duration::from_secs(5), warden.fatal())
             .await
@@ -765,11 +774,7 @@ fn a_panicking_actor_is_stopped_and_fatal() {
         // The mailbox is gone with the actor: a caller learns at once, and a handle says so
         // with a typed error.
         assert!(warden.postgres.send(Sql::new("SELECT 1")).await.is_err());
-        let refused = refused_at_once(warden.postgres_handle().send(Sql::new("SELECT 1")));
-        assert!(
-            matches!(refused, WardenError::Stopped { .. }),
-            "{refused:?}"
-        );
+        assert_stopped_at_once(warden.postgres_handle().send(Sql::new("SELECT 1")));
     });
 }
 
@@ -784,8 +789,7 @@ fn a_write_is_never_run_twice() {
     actix_test(async {
         let mut settings = through(&proxy);
         settings.retry.max_attempts = 3;
-        let warden = Warden::start(settings).unwrap();
-        pg_connected(&warden).await;
+        let warden = connected(settings).await;
         warden
             .postgres
             .send(Sql::new(
@@ -830,8 +834,7 @@ fn a_write_is_never_run_twice() {
 fn caller_mistakes_never_take_the_connection_down() {
     let pg = PgServer::start();
     actix_test(async {
-        let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).unwrap();
-        pg_connected(&warden).await;
+        let warden = connected(fast_settings(&no_graph(), &pg.url())).await;
         for _ in 0..5 {
             let err = warden
                 .postgres
@@ -974,8 +977,7 @@ fn pooled_connections_dying_alone_cost_one_call() {
         let mut settings = through(&proxy);
         settings.postgres.max_connections = 5;
         let slots = (settings.postgres.max_connections - 1) as usize;
-        let warden = Warden::start(settings).unwrap();
-        pg_connected(&warden).await;
+        let warden = connected(settings).await;
         let calls: Vec<_> = (0..slots)
             .map(|_| warden.postgres.send(Sql::new("SELECT pg_sleep(0.02)")))
             .collect();
