@@ -764,7 +764,7 @@ fn fast_fail(rows: &mut Vec<Row>) {
         s.breaker.cooldown = Duration::from_secs(3600);
         let warden = Warden::start(s).expect("settings");
         wait_connected(&warden, Database::Postgres).await;
-        let fail = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$";
+        let fail = "DO $$ BEGIN RAISE EXCEPTION 'overloaded' USING ERRCODE = '53200'; END $$";
         for _ in 0..5 {
             let _ = warden.postgres.send(Sql::new(fail)).await;
         }

@@ -315,8 +315,9 @@ fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
             "caller mistakes must not count: {circuit:?}"
         );
 
-        // 40001 serialization_failure: transient, counts against the circuit.
-        let fail = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$";
+        // 53200 out_of_memory: the server is overloaded; transient, counts against the circuit
+        // (contention such as 40001 is retried but never counts; see tests/contention.rs).
+        let fail = "DO $$ BEGIN RAISE EXCEPTION 'overloaded' USING ERRCODE = '53200'; END $$";
         for i in 0..5 {
             let err = warden
                 .postgres
@@ -491,7 +492,7 @@ fn a_handle_calls_and_refuses_without_the_actor() {
 
         // Open the circuit with transient failures. A probe that succeeds between them resets
         // the count (the arbiter was just released, so one is due): fail until it opens.
-        let fail = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$";
+        let fail = "DO $$ BEGIN RAISE EXCEPTION 'overloaded' USING ERRCODE = '53200'; END $$";
         eventually(Duration::from_secs(5), "circuit open", || {
             let call = postgres.send(Sql::new(fail));
             async move {

@@ -113,6 +113,9 @@ pub enum Reached {
     /// A caller's closure ran: it may have committed earlier statements, whatever the last
     /// error says.
     Anything,
+    /// A transaction warden began and had not committed: it was rolled back, and running it
+    /// again is safe when PostgreSQL rolled it back for a retry (40001, 40P01).
+    Transaction,
 }
 
 /// How an attempt failed: the error, and how far it got. A statement that may have run is not
@@ -150,10 +153,19 @@ impl Failed {
         }
     }
 
+    /// A failure inside a transaction that was not committed (see [`Reached::Transaction`]).
+    pub fn in_transaction(error: WardenError) -> Self {
+        Self {
+            error,
+            reached: Reached::Transaction,
+        }
+    }
+
     /// Whether running the same attempt again cannot do anything twice.
     fn retry_safe(&self) -> bool {
         match (self.reached, &self.error) {
             (Reached::Nothing, e) => e.is_transient(),
+            (Reached::Transaction, e) => e.rolled_back_for_retry(),
             // The server rolled the statement back and asks for a retry.
             (Reached::OneStatement, WardenError::Query { transient, .. }) => *transient,
             (Reached::OneStatement, _) | (Reached::Anything, _) => false,
@@ -254,6 +266,11 @@ impl<C: Clone + 'static> Admitted<C> {
     /// The client the first attempt will use.
     pub(crate) fn client(&self) -> &C {
         &self.client
+    }
+
+    /// When the call's `query_timeout` runs out.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// Runs the call: up to `retry.max_attempts` attempts with jittered backoff between them,

@@ -148,6 +148,16 @@ pub enum WardenError {
         /// What is wrong, sanitized.
         message: String,
     },
+    /// `COMMIT` was sent and no answer came (the connection broke, or the call's deadline ran
+    /// out): the transaction may or may not have committed. Not transient: running it again
+    /// could apply it twice; check the data first.
+    #[error("{database} commit outcome is unknown: {message}")]
+    CommitOutcomeUnknown {
+        /// The database the transaction ran on.
+        database: Database,
+        /// What happened, sanitized.
+        message: String,
+    },
     /// The actor is gone for good (it died from a bug, or warden is shutting down).
     #[error("{database} actor is stopped")]
     Stopped {
@@ -168,6 +178,7 @@ impl WardenError {
             | WardenError::Authentication { database, .. }
             | WardenError::Conversion { database, .. }
             | WardenError::Usage { database, .. }
+            | WardenError::CommitOutcomeUnknown { database, .. }
             | WardenError::Stopped { database } => *database,
         }
     }
@@ -183,7 +194,34 @@ impl WardenError {
             WardenError::Authentication { .. }
             | WardenError::Conversion { .. }
             | WardenError::Usage { .. }
+            | WardenError::CommitOutcomeUnknown { .. }
             | WardenError::Stopped { .. } => false,
+        }
+    }
+
+    /// Whether the server rolled the statement or transaction back and asks for it to run
+    /// again: 40001 serialization_failure, 40P01 deadlock_detected (and Neo4j's
+    /// `Neo.TransientError.Transaction.*` deadlock and lock codes).
+    pub fn rolled_back_for_retry(&self) -> bool {
+        match self {
+            WardenError::Query {
+                code,
+                transient: true,
+                ..
+            } => matches!(code.as_str(), "40001" | "40P01") || is_neo4j_contention(code),
+            _ => false,
+        }
+    }
+
+    /// Whether the failure is contention between callers (serialization failures, deadlocks,
+    /// lock timeouts): retried as the retry policy says, but no sign of a sick database, so it
+    /// never counts towards opening the circuit.
+    pub fn is_contention(&self) -> bool {
+        match self {
+            WardenError::Query { code, .. } => {
+                matches!(code.as_str(), "40001" | "40P01" | "55P03") || is_neo4j_contention(code)
+            }
+            _ => false,
         }
     }
 
@@ -194,7 +232,10 @@ impl WardenError {
     pub fn counts_against_circuit(&self) -> bool {
         match self {
             WardenError::Timeout { phase, .. } => *phase != TimeoutPhase::Acquire,
-            WardenError::Connection { .. } | WardenError::Authentication { .. } => true,
+            WardenError::Connection { .. }
+            | WardenError::Authentication { .. }
+            | WardenError::CommitOutcomeUnknown { .. } => true,
+            WardenError::Query { .. } if self.is_contention() => false,
             WardenError::Query { transient, .. } => *transient,
             WardenError::CircuitOpen { .. }
             | WardenError::Unavailable { .. }
@@ -211,6 +252,7 @@ impl WardenError {
             self,
             WardenError::Connection { .. }
                 | WardenError::Authentication { .. }
+                | WardenError::CommitOutcomeUnknown { .. }
                 // sqlx retries a refused connect inside the acquire phase until it gives up:
                 // from the outside that is the only sign of a server that went away.
                 | WardenError::Timeout {
@@ -231,9 +273,22 @@ impl WardenError {
             WardenError::Authentication { .. } => "authentication",
             WardenError::Conversion { .. } => "conversion",
             WardenError::Usage { .. } => "usage",
+            WardenError::CommitOutcomeUnknown { .. } => "commit_outcome_unknown",
             WardenError::Stopped { .. } => "stopped",
         }
     }
+}
+
+/// Neo4j's codes for contention between transactions: a deadlock, a lock that could not be had
+/// in time, a transaction terminated to break a lock cycle.
+fn is_neo4j_contention(code: &str) -> bool {
+    matches!(
+        code,
+        "Neo.TransientError.Transaction.DeadlockDetected"
+            | "Neo.TransientError.Transaction.LockAcquisitionTimeout"
+            | "Neo.TransientError.Transaction.LockClientStopped"
+            | "Neo.TransientError.Transaction.Outdated"
+    )
 }
 
 /// The bounds a sqlx error may have run into, so that a timeout says how long it waited.
@@ -459,9 +514,17 @@ mod tests {
         let q = |c: &str| classify_sqlstate(c, "m".into(), Duration::from_secs(1));
         assert!(!q("42601").counts_against_circuit() && !q("42601").is_transient());
         assert!(!q("23505").is_transient());
-        assert!(q("40001").is_transient() && q("40001").counts_against_circuit());
-        assert!(q("40P01").is_transient());
-        assert!(q("53300").is_transient());
+        // Contention: retried, rolled back for a retry (except a lock timeout, which ends the
+        // statement only), and never a sign of a sick database.
+        for code in ["40001", "40P01", "55P03"] {
+            let e = q(code);
+            assert!(e.is_transient() && e.is_contention(), "{code}");
+            assert!(!e.counts_against_circuit(), "{code}");
+            assert_eq!(e.rolled_back_for_retry(), code != "55P03", "{code}");
+        }
+        // Overload does count.
+        assert!(q("53300").is_transient() && q("53300").counts_against_circuit());
+        assert!(!q("53300").rolled_back_for_retry());
         assert!(q("57P01").is_connection_loss());
         assert!(q("08006").is_connection_loss());
         assert!(matches!(q("28P01"), WardenError::Authentication { .. }));

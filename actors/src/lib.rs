@@ -41,9 +41,13 @@ pub mod handle;
 pub mod health;
 pub(crate) mod io;
 pub mod neo4j;
+pub mod params;
 pub mod postgres;
 pub mod secret;
+pub(crate) mod session;
 pub mod settings;
+pub(crate) mod statement;
+pub mod transaction;
 pub mod warden;
 
 pub use crate::{
@@ -57,5 +61,6 @@ pub use crate::{
     postgres::{PostgresActor, Rows, Sql, WithPool},
     secret::Secret,
     settings::{SettingsError, WardenSettings},
+    transaction::{Isolation, Transaction, WithTransaction},
     warden::Warden,
 };

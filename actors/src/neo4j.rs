@@ -223,6 +223,12 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
 /// a failure cannot be placed before or after sending: it counts as sent, and only failures the
 /// server declares transient are retried (neo4rs itself already retries those).
 async fn execute(graph: &Graph, cypher: &Cypher, secrets: &[Secret]) -> Result<Rows, Failed> {
+    crate::params::check_cypher(&cypher.params).map_err(|message| {
+        Failed::before_send(WardenError::Usage {
+            database: Database::Neo4j,
+            message,
+        })
+    })?;
     let mut query = neo4rs::query(&cypher.query);
     for (name, value) in &cypher.params {
         let bolt = BoltType::try_from(value.clone()).map_err(|_| {

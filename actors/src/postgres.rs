@@ -39,7 +39,10 @@ use crate::{
     error::{from_sqlx, Database, PgBounds, WardenError},
     io::IoRuntime,
     secret::Secret,
+    session::{self, Untrusted},
     settings::{percent_decode, PostgresSettings},
+    statement::{self, Context, Effect},
+    transaction::{self, Committing, Transaction, WithTransaction},
 };
 
 /// Rows as JSON objects keyed by column name, the result shape of both query messages.
@@ -110,11 +113,17 @@ pub struct PgClient {
     pool: PgPool,
     io: tokio::runtime::Handle,
     trust: Arc<TrustedSince>,
+    untrusted: Arc<Untrusted>,
     bounds: PgBounds,
     secrets: Arc<Vec<Secret>>,
 }
 
 impl PgClient {
+    /// The shared pool.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// The runtime the pool's sockets belong to, where its calls run.
     pub(crate) fn io(&self) -> &tokio::runtime::Handle {
         &self.io
@@ -122,7 +131,7 @@ impl PgClient {
 
     /// Maps a driver error; a connection-class one withdraws trust from every idle connection,
     /// so that the next acquires ping them instead of handing out more dead ones.
-    fn error(&self, e: &sqlx::Error) -> WardenError {
+    pub(crate) fn error(&self, e: &sqlx::Error) -> WardenError {
         let e = from_sqlx(e, self.bounds, &self.secrets);
         if e.is_connection_loss() {
             self.trust.mark();
@@ -157,6 +166,8 @@ pub struct PgDriver {
     /// Idle connections released before this moment (the last successful connect, or the last
     /// connection-class failure of a call) are pinged before use.
     trust: Arc<TrustedSince>,
+    /// While a `WithPool` closure may hold pooled connections, every release is reset.
+    untrusted: Arc<Untrusted>,
     /// Scrubbed from every error text: the password, and libpq's `PGPASSWORD`, which sqlx
     /// honours when the URL has none.
     secrets: Arc<Vec<Secret>>,
@@ -179,6 +190,7 @@ impl PgDriver {
             pool: Arc::new(PoolSlot::new()),
             io: Arc::new(OnceLock::new()),
             trust: Arc::new(TrustedSince::new()),
+            untrusted: Arc::new(Untrusted::new()),
             secrets: Arc::new(secrets),
             migrated: Arc::new(AtomicBool::new(false)),
         }
@@ -211,6 +223,28 @@ impl PgDriver {
                     Box::pin(async move {
                         // `false` discards it; the pool opens another.
                         Ok(fresh || conn.ping().await.is_ok())
+                    })
+                }
+            })
+            // A `WithPool` closure can leave anything on a session (a `BEGIN`, a `SET`): while
+            // one may be running, every connection released is reset, or closed if that fails.
+            // Calls warden runs itself never need it (see `statement.rs`), so it costs nothing
+            // unless `WithPool` is in use.
+            .after_release({
+                let untrusted = self.untrusted.clone();
+                move |conn, _| {
+                    let check = untrusted.now();
+                    Box::pin(async move {
+                        if !check {
+                            return Ok(true);
+                        }
+                        Ok(match session::reset(conn).await {
+                            Ok(()) => true,
+                            Err(error) => {
+                                tracing::warn!(%error, "could not reset a pooled session; closing the connection");
+                                false
+                            }
+                        })
                     })
                 }
             })
@@ -304,6 +338,7 @@ impl Driver for PgDriver {
         let cell = self.pool.clone();
         let io_cell = self.io.clone();
         let trust = self.trust.clone();
+        let untrusted = self.untrusted.clone();
         let pool_options = self.pool_options();
         let bounds = self.bounds();
         Box::pin(async move {
@@ -358,6 +393,7 @@ impl Driver for PgDriver {
                     pool: pool_options.connect_lazy_with(opts),
                     io: io.clone(),
                     trust: trust.clone(),
+                    untrusted: untrusted.clone(),
                     bounds,
                     secrets: secrets.clone(),
                 }
@@ -511,11 +547,46 @@ pub(crate) mod sealed {
 
     impl<T: Send + 'static> Start for WithPool<T> {
         fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+            admitted.client().untrusted.until(admitted.deadline());
             Box::pin(admitted.call(move |client| {
                 let fut = (self.run)(client.pool.clone());
                 // The closure may have committed anything before it failed: never retried.
                 async move { fut.await.map_err(|e| Failed::opaque(client.error(&e))) }
             }))
+        }
+    }
+
+    impl Start for Transaction {
+        fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+            let committing = Committing::default();
+            Box::pin(async move {
+                admitted
+                    .call(|client| transaction::run_statements(client, &self, &committing))
+                    .await
+                    .map_err(|e| committing.explain(e))
+            })
+        }
+    }
+
+    impl<T: Send + 'static> Start for WithTransaction<T> {
+        fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+            let committing = Committing::default();
+            // Each attempt borrows the closure mutably; attempts run one after another, so
+            // the lock is never contended.
+            let msg = Arc::new(tokio::sync::Mutex::new(self));
+            Box::pin(async move {
+                admitted
+                    .call(|client| {
+                        let msg = msg.clone();
+                        let committing = &committing;
+                        async move {
+                            let mut msg = msg.lock().await;
+                            transaction::run_closure(client, &mut msg, committing).await
+                        }
+                    })
+                    .await
+                    .map_err(|e| committing.explain(e))
+            })
         }
     }
 }
@@ -525,6 +596,14 @@ impl PgCall for Sql {
 }
 
 impl<T: Send + 'static> PgCall for WithPool<T> {
+    type Output = T;
+}
+
+impl PgCall for Transaction {
+    type Output = Vec<Rows>;
+}
+
+impl<T: Send + 'static> PgCall for WithTransaction<T> {
     type Output = T;
 }
 
@@ -552,14 +631,56 @@ impl<T: Send + 'static> actix::Handler<WithPool<T>> for PostgresActor {
     }
 }
 
-/// Runs one attempt of a statement and converts its rows. The connection is acquired first,
-/// so that a failure to get one (nothing sent yet) can be told from a failure mid-statement.
+impl actix::Handler<Transaction> for PostgresActor {
+    type Result = Reply<Result<Vec<Rows>, WardenError>>;
+
+    fn handle(&mut self, msg: Transaction, _: &mut Self::Context) -> Self::Result {
+        start(self, msg)
+    }
+}
+
+impl<T: Send + 'static> actix::Handler<WithTransaction<T>> for PostgresActor {
+    type Result = Reply<Result<T, WardenError>>;
+
+    fn handle(&mut self, msg: WithTransaction<T>, _: &mut Self::Context) -> Self::Result {
+        start(self, msg)
+    }
+}
+
+/// Runs one attempt of a statement and converts its rows. A statement that would leave its
+/// session changed is refused before anything is sent, and one that may have changed it has
+/// its session reset before the connection goes back to the pool (see `statement.rs`). The
+/// connection is acquired first, so that a failure to get one (nothing sent yet) can be told
+/// from a failure mid-statement.
 async fn execute(client: PgClient, sql: &Sql) -> Result<Rows, Failed> {
+    let usage = |message: String| {
+        Failed::before_send(WardenError::Usage {
+            database: Database::Postgres,
+            message,
+        })
+    };
+    let effect = statement::classify(&sql.query, Context::Single).map_err(|r| usage(r.0))?;
+    crate::params::check_sql(&sql.params).map_err(usage)?;
     let mut conn = client
         .pool
         .acquire()
         .await
         .map_err(|e| Failed::before_send(client.error(&e)))?;
+    let rows = fetch_rows(&client, &mut conn, sql)
+        .await
+        .map_err(Failed::after_send);
+    if effect == Effect::MayTaint {
+        session::reset_or_close(conn).await;
+    }
+    rows
+}
+
+/// Runs one statement on `conn` and converts its rows to JSON.
+pub(crate) async fn fetch_rows(
+    client: &PgClient,
+    conn: &mut sqlx::PgConnection,
+    sql: &Sql,
+) -> Result<Rows, WardenError> {
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.query.as_str()));
     for param in &sql.params {
         query = bind(query, param);
@@ -567,11 +688,8 @@ async fn execute(client: PgClient, sql: &Sql) -> Result<Rows, Failed> {
     let rows = query
         .fetch_all(&mut *conn)
         .await
-        .map_err(|e| Failed::after_send(client.error(&e)))?;
-    rows.iter()
-        .map(row_to_json)
-        .collect::<Result<_, _>>()
-        .map_err(Failed::after_send)
+        .map_err(|e| client.error(&e))?;
+    rows.iter().map(row_to_json).collect()
 }
 
 /// A NULL whose type the server infers: declared as `unknown` (OID 705), which PostgreSQL
