@@ -112,6 +112,38 @@ fn bad_configuration_exits_78_and_names_the_key() {
     assert!(!stdout.contains("s3cret"), "{stdout}");
 }
 
+/// A secret in a URL's query (libpq's `password=`, a token in a Neo4j routing context) never
+/// reaches stdout or stderr: not in the error that rejects it, not in `check-config`'s output.
+/// It does not show that drivers' own messages are scrubbed (see `secret::sanitize`).
+#[test]
+fn url_query_secrets_never_reach_the_output() {
+    let env = vec![(
+        "DATABASE_URL",
+        "postgres://u@127.0.0.1/db?sslmode=disable&password=qpw-4e1".to_owned(),
+    )];
+    for cmd in ["check-config", "run"] {
+        let (code, stdout, stderr) = run_once(&[cmd], &env);
+        assert_eq!(code, 78, "{cmd}: {stderr}");
+        assert!(
+            stderr.contains("postgres.url") && stderr.contains("`password`"),
+            "{cmd}: the key and the parameter are not named: {stderr}"
+        );
+        for out in [&stdout, &stderr] {
+            assert!(!out.contains("qpw-4e1"), "{cmd}: a secret leaked: {out}");
+        }
+    }
+
+    let (code, stdout, stderr) = run_once(
+        &["check-config"],
+        &[("NEO4J_URI", "neo4j://graph:7687?token=tpw-9b3".into())],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("neo4j://graph:7687?token=***"), "{stdout}");
+    for out in [&stdout, &stderr] {
+        assert!(!out.contains("tpw-9b3"), "a secret leaked: {out}");
+    }
+}
+
 /// SIGTERM: the daemon drains, closes its pool and exits 0, leaving no connection with
 /// application_name 'warden' in pg_stat_activity.
 #[test]

@@ -57,8 +57,35 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
-/// Replaces every occurrence of the given secrets, and any `user:password@` part of a URL, in a
-/// text that came from a driver or a server, so that it can be logged and shown.
+/// Query parameters whose values are printed as they are: they choose a behaviour and cannot
+/// carry a secret. Any other parameter may (libpq alone has `password`, `sslpassword`, `sslkey`
+/// and `passfile`; a Neo4j routing context is free-form), so its value is always redacted.
+const SAFE_QUERY_KEYS: &[&str] = &["sslmode", "ssl-mode"];
+
+/// Whether a query parameter's value may be printed.
+pub(crate) fn is_safe_query_key(key: &str) -> bool {
+    SAFE_QUERY_KEYS.contains(&key)
+}
+
+/// A query parameter's name as it may be printed: a name that does not look like one (say
+/// `password:hunter2`, a typo for `password=hunter2`) may hold the value itself, so it is
+/// redacted too.
+pub(crate) fn printable_query_key(key: &str) -> &str {
+    let plain = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if plain {
+        key
+    } else {
+        REDACTED
+    }
+}
+
+/// Replaces every occurrence of the given secrets, and in every URL its `user:password@` part,
+/// its query values (but `sslmode`'s) and its fragment, in a text that came from a driver or a
+/// server, so that it can be logged and shown.
 pub fn sanitize(text: &str, secrets: &[Secret]) -> String {
     let mut out = text.to_owned();
     for secret in secrets {
@@ -68,33 +95,78 @@ pub fn sanitize(text: &str, secrets: &[Secret]) -> String {
             out = out.replace(secret.expose(), REDACTED);
         }
     }
-    redact_url_credentials(&out)
+    redact_urls_in_text(&out)
 }
 
-/// Masks the password of every `scheme://user:password@host` in a text.
-fn redact_url_credentials(text: &str) -> String {
+/// Masks the secrets of every `scheme://...` in a text: see [`redact_url_in_text`].
+fn redact_urls_in_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        // The authority ends at the first '/', whitespace or quote; credentials end at its last '@'.
+        // A URL in a text ends at whitespace or a quote.
         let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
             .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon]);
-                out.push(':');
-                out.push_str(REDACTED);
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
+        out.push_str(&redact_url_in_text(&tail[..end]));
         rest = &tail[end..];
     }
     out.push_str(rest);
+    out
+}
+
+/// One URL after its `scheme://`, taken as text rather than parsed, since a driver's message
+/// may quote a URL that does not parse: the password (between the authority's first ':' and
+/// last '@'), every query value but `sslmode`'s, and the fragment become `***`.
+fn redact_url_in_text(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    // The authority ends at the first '/'; credentials end at its last '@'. A '?' or '#' inside
+    // a password is thus still taken for part of the password.
+    let authority_end = url.find('/').unwrap_or(url.len());
+    let host_start = match url[..authority_end].rfind('@') {
+        Some(at) => {
+            match url[..at].find(':') {
+                Some(colon) => {
+                    out.push_str(&url[..=colon]);
+                    out.push_str(REDACTED);
+                }
+                None => out.push_str(&url[..at]),
+            }
+            at
+        }
+        None => 0,
+    };
+    let rest = &url[host_start..];
+    let Some(start) = rest.find(['?', '#']) else {
+        out.push_str(rest);
+        return out;
+    };
+    out.push_str(&rest[..start]);
+    let (query, fragment) = match rest[start..].split_once('#') {
+        Some((query, _)) => (query, true),
+        None => (&rest[start..], false),
+    };
+    if let Some(query) = query.strip_prefix('?') {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+            if is_safe_query_key(key) {
+                out.push_str(pair);
+            } else {
+                out.push_str(printable_query_key(key));
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+        }
+    }
+    if fragment {
+        out.push('#');
+        out.push_str(REDACTED);
+    }
     out
 }
 
@@ -125,6 +197,32 @@ mod tests {
         assert_eq!(
             sanitize("bolt://db:7687 and http://u@h/", &[]),
             "bolt://db:7687 and http://u@h/"
+        );
+    }
+
+    #[test]
+    fn sanitize_removes_url_query_values_but_sslmode() {
+        assert_eq!(
+            sanitize(
+                "bad postgres://u@h/db?sslmode=require&password=qpw&sslpassword=kpw#frag now",
+                &[]
+            ),
+            "bad postgres://u@h/db?sslmode=require&password=***&sslpassword=*** now"
+                .replace(" now", "#*** now")
+        );
+        // No path, a routing context, and a name that holds the value itself. Punctuation
+        // right after a URL is taken for part of it, and redacted with the value.
+        assert_eq!(
+            sanitize(
+                "neo4j://h:7687?region=eu&token=tpw, 'x://h?password:qpw'",
+                &[]
+            ),
+            "neo4j://h:7687?region=***&token=*** 'x://h?***=***'"
+        );
+        // Credentials and a query together.
+        assert_eq!(
+            sanitize("postgres://app:p?w@db/x?key=k1", &[]),
+            "postgres://app:***@db/x?key=***"
         );
     }
 }

@@ -10,7 +10,7 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize, Serializer};
 use url::Url;
 
-use crate::secret::{Secret, REDACTED};
+use crate::secret::{is_safe_query_key, printable_query_key, Secret, REDACTED};
 
 /// Everything the actors need. Each section has a `Default` with the documented defaults.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -28,11 +28,14 @@ pub struct WardenSettings {
     pub breaker: BreakerSettings,
 }
 
-/// `[neo4j]`: connection to the graph database over Bolt.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// `[neo4j]`: connection to the graph database over Bolt. `Debug` is written by hand so that
+/// the values of the URI's query (a routing context may carry anything) are never printed.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Neo4jSettings {
     /// `bolt://host:port` (or `neo4j://`). Credentials do not belong here: use `user`/`password`.
+    /// Printed with its query values as `***`.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub uri: String,
     /// Bolt user name.
     pub user: String,
@@ -59,6 +62,23 @@ pub struct Neo4jSettings {
     pub probe_timeout: Duration,
 }
 
+impl std::fmt::Debug for Neo4jSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Neo4jSettings")
+            .field("uri", &redact_url(&self.uri))
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("database", &self.database)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .field("probe_interval", &self.probe_interval)
+            .field("probe_timeout", &self.probe_timeout)
+            .finish()
+    }
+}
+
 impl Default for Neo4jSettings {
     fn default() -> Self {
         Self {
@@ -77,12 +97,13 @@ impl Default for Neo4jSettings {
 }
 
 /// `[postgres]`: connection to PostgreSQL. `Debug` is written by hand so that a password in
-/// `url` is never printed.
+/// `url`, or a value in its query, is never printed.
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresSettings {
     /// `postgres://user[:password]@host:port/database[?sslmode=...]`. A password in it is
-    /// accepted (the seeds' `DATABASE_URL` has one) but is printed as `***`.
+    /// accepted (the seeds' `DATABASE_URL` has one) but is printed as `***`, and so is every
+    /// query value but `sslmode`'s.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// Password; wins over one in `url`.
@@ -300,7 +321,7 @@ impl WardenSettings {
         if uri.host_str().is_none_or(str::is_empty) {
             return Err(SettingsError::new(
                 "neo4j.uri",
-                &n.uri,
+                redact_url(&n.uri),
                 "a host is required",
             ));
         }
@@ -328,11 +349,14 @@ impl WardenSettings {
             ));
         }
         for (key, _) in url.query_pairs() {
-            if !matches!(key.as_ref(), "sslmode" | "ssl-mode") {
+            if !is_safe_query_key(&key) {
                 return Err(SettingsError::new(
                     "postgres.url",
                     redact_url(&p.url),
-                    format!("unsupported parameter `{key}` (only sslmode; other settings have their own keys)"),
+                    format!(
+                        "unsupported parameter `{}` (only sslmode; other settings have their own keys)",
+                        printable_query_key(&key)
+                    ),
                 ));
             }
         }
@@ -482,13 +506,32 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The URL with its password replaced by `***`; unparsable input is redacted whole.
+/// The URL with its password, every query value but `sslmode`'s and any fragment replaced by
+/// `***`; unparsable input is redacted whole. The user, host and path stay, so that an error
+/// still says which server and database it is about.
 pub fn redact_url(raw: &str) -> String {
     match Url::parse(raw) {
         Ok(mut url) => {
             if url.password().is_some() {
                 // Setting a password only fails for URLs that cannot have one.
                 let _ = url.set_password(Some(REDACTED));
+            }
+            if url.query().is_some() {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let value = if is_safe_query_key(&key) {
+                            value.into_owned()
+                        } else {
+                            REDACTED.to_owned()
+                        };
+                        (printable_query_key(&key).to_owned(), value)
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            if url.fragment().is_some() {
+                url.set_fragment(Some(REDACTED));
             }
             url.to_string()
         }
@@ -570,6 +613,43 @@ mod tests {
             "{debug}"
         );
         assert!(out.contains("app:***@db"), "{out}");
+    }
+
+    #[test]
+    fn url_query_values_are_redacted_in_errors_and_output() {
+        let mut s = WardenSettings::default();
+        s.postgres.url = "postgres://u@127.0.0.1/db?sslmode=disable&password=qpw".into();
+        s.neo4j.uri = "neo4j://graph:7687?policy=eu&token=tpw".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(!err.contains("qpw"), "{err}");
+        assert!(err.contains("unsupported parameter `password`"), "{err}");
+        assert!(
+            err.contains("postgres://u@127.0.0.1/db?sslmode=disable&password=***"),
+            "{err}"
+        );
+        for out in [serde_json::to_string(&s).unwrap(), format!("{s:?}")] {
+            assert!(!out.contains("qpw") && !out.contains("tpw"), "{out}");
+            assert!(
+                out.contains("neo4j://graph:7687?policy=***&token=***"),
+                "{out}"
+            );
+        }
+
+        // A typo that puts the value into the name, and a fragment.
+        s.postgres.url = "postgres://u@h/db?password:qpw#qpw2".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(!err.contains("qpw"), "{err}");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password:qpw#qpw2"),
+            "postgres://u@h/db?***=***#***"
+        );
+
+        // Neither a missing host on a URI with a query.
+        let mut s = WardenSettings::default();
+        s.neo4j.uri = "bolt://?token=tpw".into();
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.key, "neo4j.uri");
+        assert!(!err.to_string().contains("tpw"), "{err}");
     }
 
     #[test]
