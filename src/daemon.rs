@@ -7,7 +7,7 @@
 
 use std::{process::ExitCode, time::Instant};
 
-use warden_actors::{postgres::PgDriver, Warden};
+use warden_actors::Warden;
 
 use crate::{config::DaemonConfig, shutdown, web};
 
@@ -84,20 +84,11 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let driver = PgDriver::new(cfg.postgres.clone());
     let result = runtime.block_on(async {
-        let opts = driver.connect_options()?;
-        let password = cfg.postgres.effective_password();
-        let secrets: Vec<_> = password.into_iter().collect();
         let bound = cfg.postgres.connect_timeout + cfg.postgres.query_timeout;
         match tokio::time::timeout(
             bound,
-            warden_actors::postgres::run_migrations(
-                &opts,
-                &cfg.postgres.schema,
-                cfg.postgres.query_timeout,
-                &secrets,
-            ),
+            warden_actors::postgres::run_migrations(&cfg.postgres),
         )
         .await
         {

@@ -450,6 +450,32 @@ fn migrate_without_a_database_exits_69() {
     );
 }
 
+/// `warden migrate` scrubs libpq's `PGPASSWORD` from its errors, not only the configured
+/// password: sqlx sends it when the URL has none. The server names the user in its refusal,
+/// so a password equal to the user name (postgres/postgres, a common development setup) shows
+/// up in the message unless scrubbed. It does not show what the server logs on its side.
+#[test]
+fn migrate_scrubs_pgpassword_from_its_errors() {
+    let pg = PgServer::start_with_password("right-pass-3a7");
+    let (code, stdout, stderr) = run_once(
+        &["migrate"],
+        &[
+            (
+                "DATABASE_URL",
+                format!("postgres://pgpw_9d4e@127.0.0.1:{}/postgres", pg.port),
+            ),
+            ("PGPASSWORD", "pgpw_9d4e".into()),
+            ("WARDEN__POSTGRES__CONNECT_TIMEOUT", "2s".into()),
+        ],
+    );
+    // Refused credentials will not fix themselves: not 69 (unavailable).
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("authentication failed"), "{stderr}");
+    for out in [&stdout, &stderr] {
+        assert!(!out.contains("pgpw_9d4e"), "PGPASSWORD leaked: {out}");
+    }
+}
+
 /// SIGINT (Ctrl-C at a terminal) stops warden as cleanly as SIGTERM, even with both
 /// databases down and the actors backing off.
 #[test]

@@ -261,8 +261,10 @@ impl PgDriver {
             .max(Duration::from_millis(1))
     }
 
-    /// Connect options built field by field (see the module docs for why).
-    pub fn connect_options(&self) -> Result<PgConnectOptions, WardenError> {
+    /// Connect options built field by field (see the module docs for why). Crate-private: their
+    /// `Debug` prints the password, so they never leave the crate; `warden migrate` goes
+    /// through [`run_migrations`].
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, WardenError> {
         let s = &self.settings;
         let bad = |why: String| WardenError::Connection {
             database: Database::Postgres,
@@ -460,16 +462,19 @@ impl TrustedSince {
     }
 }
 
-/// Applies the embedded migrations on a dedicated connection, always closed afterwards: a
-/// failed migration leaks sqlx's advisory lock on the connection it ran on, and a pooled
-/// connection would keep it. sqlx's advisory lock makes several instances starting together
-/// take turns; `lock_timeout` bounds the wait.
-pub async fn run_migrations(
-    opts: &PgConnectOptions,
-    schema: &str,
-    lock_timeout: Duration,
-    secrets: &[Secret],
-) -> Result<(), WardenError> {
+/// Applies the embedded migrations once (`warden migrate`), on a dedicated connection, always
+/// closed afterwards: a failed migration leaks sqlx's advisory lock on the connection it ran
+/// on, and a pooled connection would keep it. sqlx's advisory lock makes several instances
+/// starting together take turns; `lock_timeout` (the settings' `query_timeout`) bounds the
+/// wait. It takes the settings and builds the connect options the actor would, so that those
+/// options (whose `Debug` prints the password) stay inside the crate, and its errors are
+/// scrubbed of the same secrets as the actor's, `PGPASSWORD` included.
+pub async fn run_migrations(settings: &PostgresSettings) -> Result<(), WardenError> {
+    let driver = PgDriver::new(settings.clone());
+    let opts = driver.connect_options()?;
+    let schema = settings.schema.as_str();
+    let lock_timeout = settings.query_timeout;
+    let secrets: &[Secret] = &driver.secrets;
     let bounds = PgBounds {
         acquire: lock_timeout,
         statement: lock_timeout,
