@@ -40,7 +40,7 @@ use crate::{
     io::IoRuntime,
     secret::Secret,
     session::{self, Untrusted},
-    settings::{percent_decode, PostgresSettings},
+    settings::{check_schema, percent_decode, PostgresSettings, SettingsError},
     statement::{self, Context, Effect},
     transaction::{self, Committing, Transaction, WithTransaction},
 };
@@ -176,15 +176,17 @@ pub struct PgDriver {
 }
 
 impl PgDriver {
-    /// A driver for validated settings.
-    pub fn new(settings: PostgresSettings) -> Self {
+    /// A driver for `settings`. Refuses a schema that is not a plain identifier, since it is
+    /// pasted into SQL (`search_path`, the migrations); validated settings always pass.
+    pub fn new(settings: PostgresSettings) -> Result<Self, SettingsError> {
+        check_schema(&settings.schema)?;
         let password = settings.effective_password();
         let secrets = password
             .iter()
             .cloned()
             .chain(std::env::var("PGPASSWORD").ok().map(Secret::new))
             .collect();
-        Self {
+        Ok(Self {
             settings,
             password,
             pool: Arc::new(PoolSlot::new()),
@@ -193,7 +195,7 @@ impl PgDriver {
             untrusted: Arc::new(Untrusted::new()),
             secrets: Arc::new(secrets),
             migrated: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     fn bounds(&self) -> PgBounds {
@@ -468,9 +470,13 @@ impl TrustedSince {
 /// starting together take turns; `lock_timeout` (the settings' `query_timeout`) bounds the
 /// wait. It takes the settings and builds the connect options the actor would, so that those
 /// options (whose `Debug` prints the password) stay inside the crate, and its errors are
-/// scrubbed of the same secrets as the actor's, `PGPASSWORD` included.
+/// scrubbed of the same secrets as the actor's, `PGPASSWORD` included. A schema that is not
+/// a plain identifier is refused with [`WardenError::Usage`] before anything connects.
 pub async fn run_migrations(settings: &PostgresSettings) -> Result<(), WardenError> {
-    let driver = PgDriver::new(settings.clone());
+    let driver = PgDriver::new(settings.clone()).map_err(|e| WardenError::Usage {
+        database: Database::Postgres,
+        message: e.to_string(),
+    })?;
     let opts = driver.connect_options()?;
     let schema = settings.schema.as_str();
     let lock_timeout = settings.query_timeout;
@@ -842,17 +848,17 @@ mod tests {
     fn statement_timeout_stays_below_the_call_timeout() {
         let mut s = PostgresSettings::default();
         assert_eq!(
-            PgDriver::new(s.clone()).statement_timeout(),
+            PgDriver::new(s.clone()).unwrap().statement_timeout(),
             Duration::from_secs(27)
         );
         s.statement_timeout = Duration::from_secs(5);
         assert_eq!(
-            PgDriver::new(s.clone()).statement_timeout(),
+            PgDriver::new(s.clone()).unwrap().statement_timeout(),
             Duration::from_secs(5)
         );
         s.query_timeout = Duration::from_millis(500);
         assert_eq!(
-            PgDriver::new(s).statement_timeout(),
+            PgDriver::new(s).unwrap().statement_timeout(),
             Duration::from_millis(400)
         );
     }
@@ -863,7 +869,7 @@ mod tests {
             url: "postgres://app:s3cret@db.example:6543/wallets".into(),
             ..Default::default()
         };
-        let opts = PgDriver::new(s).connect_options().unwrap();
+        let opts = PgDriver::new(s).unwrap().connect_options().unwrap();
         assert_eq!(opts.get_host(), "db.example");
         assert_eq!(opts.get_port(), 6543);
         assert_eq!(opts.get_username(), "app");
@@ -872,6 +878,42 @@ mod tests {
         let o = opts.get_options().unwrap();
         assert!(o.contains("search_path=walltrack,public"), "{o}");
         assert!(o.contains("statement_timeout=27000ms"), "{o}");
+    }
+
+    #[test]
+    fn a_schema_that_is_not_an_identifier_is_refused_before_any_sql() {
+        for schema in [
+            "walltrack; DROP SCHEMA public",
+            "wall-track",
+            "1st",
+            "",
+            "x\"y",
+        ] {
+            let s = PostgresSettings {
+                // Nothing listens on port 1: a missing check fails to connect, not as Usage.
+                url: "postgres://postgres@127.0.0.1:1/postgres".into(),
+                schema: schema.into(),
+                ..Default::default()
+            };
+            let err = PgDriver::new(s.clone()).err().unwrap();
+            assert_eq!(err.key, "postgres.schema", "{schema}");
+
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let err = rt.block_on(run_migrations(&s)).unwrap_err();
+            assert!(
+                matches!(&err, WardenError::Usage { message, .. }
+                    if message.contains("postgres.schema") && message.contains("plain identifier")),
+                "{schema}: {err}"
+            );
+        }
+        let s = PostgresSettings {
+            schema: "wallet_2".into(),
+            ..Default::default()
+        };
+        assert!(PgDriver::new(s).is_ok());
     }
 
     #[test]

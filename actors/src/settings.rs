@@ -360,13 +360,7 @@ impl WardenSettings {
                 ));
             }
         }
-        if !is_identifier(&p.schema) {
-            return Err(SettingsError::new(
-                "postgres.schema",
-                &p.schema,
-                "must be a plain identifier (letters, digits, underscore; not starting with a digit)",
-            ));
-        }
+        check_schema(&p.schema)?;
         at_least_two("postgres.max_connections", p.max_connections)?;
         if p.min_connections > p.max_connections {
             return Err(SettingsError::new(
@@ -473,6 +467,22 @@ fn at_least_two(key: &str, value: u32) -> Result<(), SettingsError> {
 fn nonzero(key: &str, value: Duration) -> Result<(), SettingsError> {
     if value.is_zero() {
         return Err(SettingsError::new(key, "0s", "must be longer than zero"));
+    }
+    Ok(())
+}
+
+/// Checks `postgres.schema`. It is pasted into SQL (the `search_path` of every connection, the
+/// migrations' schema and bookkeeping table), where it cannot be a bind parameter, so only a
+/// plain identifier is safe. Every entry that pastes it checks again ([`crate::PgDriver::new`],
+/// [`crate::postgres::run_migrations`]), for settings that never went through
+/// [`WardenSettings::validate`].
+pub(crate) fn check_schema(schema: &str) -> Result<(), SettingsError> {
+    if !is_identifier(schema) {
+        return Err(SettingsError::new(
+            "postgres.schema",
+            schema,
+            "must be a plain identifier (letters, digits, underscore; not starting with a digit; at most 63 bytes)",
+        ));
     }
     Ok(())
 }

@@ -42,10 +42,12 @@ impl Warden {
     pub fn start(mut settings: WardenSettings) -> Result<Warden, SettingsError> {
         settings.load_secret_files()?;
         settings.validate()?;
-        Ok(Self::start_validated(settings))
+        Self::start_validated(settings)
     }
 
-    fn start_validated(settings: WardenSettings) -> Warden {
+    fn start_validated(settings: WardenSettings) -> Result<Warden, SettingsError> {
+        // Before anything starts, so that a refusal leaves nothing running.
+        let pg_driver = postgres::PgDriver::new(settings.postgres.clone())?;
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let circuit = |probe_interval: Duration| {
@@ -81,7 +83,7 @@ impl Warden {
         let fatal_tx = Arc::new(fatal_tx);
 
         let pg = PostgresActor::new(
-            postgres::PgDriver::new(settings.postgres.clone()),
+            pg_driver,
             &settings.backoff,
             &settings.retry,
             board.clone(),
@@ -104,7 +106,7 @@ impl Warden {
         let graph_link = graph.link();
         let neo4j = Supervisor::start_in_arbiter(&handle, move |_| graph);
 
-        Warden {
+        Ok(Warden {
             postgres_handle: CallHandle::new(postgres.clone(), pg_link),
             neo4j_handle: CallHandle::new(neo4j.clone(), graph_link),
             neo4j,
@@ -114,7 +116,7 @@ impl Warden {
             health_handle,
             fatal,
             arbiter,
-        }
+        })
     }
 
     /// A reader of the latest health snapshot, for any thread, without a mailbox round trip.
