@@ -16,6 +16,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use warden_actors::settings::{
     BackoffSettings, BreakerSettings, Neo4jSettings, PostgresSettings, RetrySettings,
+    MAX_SUPERVISION_DELAY,
 };
 use warden_actors::{SettingsError, WardenSettings};
 
@@ -208,6 +209,18 @@ impl DaemonConfig {
                 key: "shutdown_timeout".into(),
                 value: "0s".into(),
                 reason: "must be longer than zero".into(),
+            });
+        }
+        // The same bound as the actors' delays: a drain longer than an hour is a typo, and
+        // service managers kill a stopping service far sooner (systemd's default is 90 s).
+        if self.shutdown_timeout > MAX_SUPERVISION_DELAY {
+            return Err(SettingsError {
+                key: "shutdown_timeout".into(),
+                value: humantime::format_duration(self.shutdown_timeout).to_string(),
+                reason: format!(
+                    "must be at most {}",
+                    humantime::format_duration(MAX_SUPERVISION_DELAY)
+                ),
             });
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -112,6 +112,74 @@ fn bad_configuration_exits_78_and_names_the_key() {
     assert!(!stdout.contains("s3cret"), "{stdout}");
 }
 
+/// Durations and a multiplier that no operator means (a cooldown of 100000 years, a backoff
+/// of 114 million years) exit 78 and name the key and its bound; values at the bound pass.
+/// It does not show that the daemon runs well with them (see the unit and property tests).
+#[test]
+fn absurd_durations_exit_78_and_name_the_bound() {
+    let cases = [
+        (
+            "WARDEN__BREAKER__COOLDOWN",
+            "100000 years",
+            "breaker.cooldown",
+            "1h",
+        ),
+        ("WARDEN__BACKOFF__MAX", "999999999999h", "backoff.max", "1h"),
+        ("WARDEN__BACKOFF__INITIAL", "2h", "backoff.initial", "1h"),
+        (
+            "WARDEN__BACKOFF__MULTIPLIER",
+            "1e300",
+            "backoff.multiplier",
+            "10",
+        ),
+        ("WARDEN__RETRY__MAX", "10m", "retry.max", "1m"),
+        (
+            "WARDEN__NEO4J__PROBE_INTERVAL",
+            "1h 1s",
+            "neo4j.probe_interval",
+            "1h",
+        ),
+        (
+            "WARDEN__POSTGRES__CONNECT_TIMEOUT",
+            "3h",
+            "postgres.connect_timeout",
+            "1h",
+        ),
+        (
+            "WARDEN__POSTGRES__QUERY_TIMEOUT",
+            "400days",
+            "postgres.query_timeout",
+            "1day",
+        ),
+        (
+            "WARDEN__SHUTDOWN_TIMEOUT",
+            "10years",
+            "shutdown_timeout",
+            "1h",
+        ),
+    ];
+    for (var, value, key, bound) in cases {
+        let (code, stdout, stderr) = run_once(&["check-config"], &[(var, value.into())]);
+        assert_eq!(code, 78, "{var}={value}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!("`{key}`")) && stderr.contains(&format!("at most {bound}"))
+                || key == "backoff.multiplier" && stderr.contains("between 1 and 10"),
+            "{var}={value}: key or bound not named: {stderr}"
+        );
+    }
+    let at_the_bounds = [
+        ("WARDEN__BREAKER__COOLDOWN", "1h"),
+        ("WARDEN__BACKOFF__MAX", "1h"),
+        ("WARDEN__BACKOFF__MULTIPLIER", "10"),
+        ("WARDEN__RETRY__MAX", "1m"),
+        ("WARDEN__POSTGRES__QUERY_TIMEOUT", "24h"),
+        ("WARDEN__SHUTDOWN_TIMEOUT", "1h"),
+    ]
+    .map(|(k, v)| (k, v.to_owned()));
+    let (code, _, stderr) = run_once(&["check-config"], &at_the_bounds);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 /// A secret in a URL's query (libpq's `password=`, a token in a Neo4j routing context) never
 /// reaches stdout or stderr: not in the error that rejects it, not in `check-config`'s output.
 /// It does not show that drivers' own messages are scrubbed (see `secret::sanitize`).

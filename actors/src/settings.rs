@@ -12,7 +12,33 @@ use url::Url;
 
 use crate::secret::{is_safe_query_key, printable_query_key, Secret, REDACTED};
 
+/// Upper bound on connect and probe timeouts, probe intervals, reconnect delays
+/// (`backoff.initial`, `backoff.max`), the breaker's `cooldown` and the daemon's
+/// `shutdown_timeout`: an hour. Past it warden no longer supervises anything: an outage goes
+/// unseen, or a recovered database unused, for longer than any deployment tolerates, so such a
+/// value is a typo (`1h` for `1s`, a missing unit) rather than a wish. It also keeps every
+/// deadline computed from these values (`now + delay`, a wall-clock `next_attempt_at`) far
+/// from overflowing, which `100000 years` did not.
+pub const MAX_SUPERVISION_DELAY: Duration = Duration::from_secs(60 * 60);
+
+/// Upper bound on `query_timeout` and `statement_timeout`: a day. Longer than the other bounds
+/// because `warden migrate` and the first connect run the migrations under `query_timeout`
+/// (the lock wait, and each statement), and an index build on a large table can take hours;
+/// a day still bounds a call that hangs.
+pub const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Upper bound on `retry.initial` and `retry.max`: a minute. The caller of a call waits
+/// through its retries; past a minute, failing the call (and letting the caller, or the
+/// breaker, decide) serves it better than a longer sleep inside it.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// Upper bound on `backoff.multiplier`: 10. Past it the schedule leaps from `initial` to `max`
+/// in one or two attempts, which is no longer a backoff; use a larger `initial` instead.
+pub const MAX_BACKOFF_MULTIPLIER: f64 = 10.0;
+
 /// Everything the actors need. Each section has a `Default` with the documented defaults.
+/// Every duration has an upper bound ([`MAX_SUPERVISION_DELAY`], [`MAX_QUERY_TIMEOUT`],
+/// [`MAX_RETRY_DELAY`]) that [`WardenSettings::validate`] enforces.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WardenSettings {
@@ -193,10 +219,10 @@ pub struct BackoffSettings {
     /// First delay after a failure.
     #[serde(with = "humantime_serde")]
     pub initial: Duration,
-    /// Cap on the delay, before jitter.
+    /// Cap on the delay, before jitter; at most [`MAX_SUPERVISION_DELAY`].
     #[serde(with = "humantime_serde")]
     pub max: Duration,
-    /// Growth factor per attempt; at least 1.
+    /// Growth factor per attempt; 1 to [`MAX_BACKOFF_MULTIPLIER`].
     pub multiplier: f64,
     /// Random spread as a fraction of the delay, in `0..=1`.
     pub jitter: f64,
@@ -222,7 +248,7 @@ pub struct RetrySettings {
     /// Delay before the first retry; it doubles up to `max` and is jittered like `backoff`.
     #[serde(with = "humantime_serde")]
     pub initial: Duration,
-    /// Cap on the delay between retries.
+    /// Cap on the delay between retries; at most [`MAX_RETRY_DELAY`].
     #[serde(with = "humantime_serde")]
     pub max: Duration,
 }
@@ -243,7 +269,8 @@ impl Default for RetrySettings {
 pub struct BreakerSettings {
     /// Consecutive transient or connection failures that open the circuit.
     pub failure_threshold: u32,
-    /// How long an open circuit refuses calls before the next probe may close it.
+    /// How long an open circuit refuses calls before the next probe may close it; at most
+    /// [`MAX_SUPERVISION_DELAY`].
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
 }
@@ -326,10 +353,22 @@ impl WardenSettings {
             ));
         }
         at_least_two("neo4j.max_connections", n.max_connections)?;
-        nonzero("neo4j.connect_timeout", n.connect_timeout)?;
-        nonzero("neo4j.query_timeout", n.query_timeout)?;
-        nonzero("neo4j.probe_interval", n.probe_interval)?;
-        nonzero("neo4j.probe_timeout", n.probe_timeout)?;
+        bounded(
+            "neo4j.connect_timeout",
+            n.connect_timeout,
+            MAX_SUPERVISION_DELAY,
+        )?;
+        bounded("neo4j.query_timeout", n.query_timeout, MAX_QUERY_TIMEOUT)?;
+        bounded(
+            "neo4j.probe_interval",
+            n.probe_interval,
+            MAX_SUPERVISION_DELAY,
+        )?;
+        bounded(
+            "neo4j.probe_timeout",
+            n.probe_timeout,
+            MAX_SUPERVISION_DELAY,
+        )?;
 
         let p = &self.postgres;
         let url = Url::parse(&p.url)
@@ -379,11 +418,27 @@ impl WardenSettings {
                 "must be between 1 and 64",
             ));
         }
-        nonzero("postgres.connect_timeout", p.connect_timeout)?;
-        nonzero("postgres.statement_timeout", p.statement_timeout)?;
-        nonzero("postgres.query_timeout", p.query_timeout)?;
-        nonzero("postgres.probe_interval", p.probe_interval)?;
-        nonzero("postgres.probe_timeout", p.probe_timeout)?;
+        bounded(
+            "postgres.connect_timeout",
+            p.connect_timeout,
+            MAX_SUPERVISION_DELAY,
+        )?;
+        bounded(
+            "postgres.statement_timeout",
+            p.statement_timeout,
+            MAX_QUERY_TIMEOUT,
+        )?;
+        bounded("postgres.query_timeout", p.query_timeout, MAX_QUERY_TIMEOUT)?;
+        bounded(
+            "postgres.probe_interval",
+            p.probe_interval,
+            MAX_SUPERVISION_DELAY,
+        )?;
+        bounded(
+            "postgres.probe_timeout",
+            p.probe_timeout,
+            MAX_SUPERVISION_DELAY,
+        )?;
         if p.application_name.is_empty() || p.application_name.len() > 63 {
             return Err(SettingsError::new(
                 "postgres.application_name",
@@ -393,7 +448,8 @@ impl WardenSettings {
         }
 
         let b = &self.backoff;
-        nonzero("backoff.initial", b.initial)?;
+        bounded("backoff.initial", b.initial, MAX_SUPERVISION_DELAY)?;
+        at_most("backoff.max", b.max, MAX_SUPERVISION_DELAY)?;
         if b.max < b.initial {
             return Err(SettingsError::new(
                 "backoff.max",
@@ -401,11 +457,11 @@ impl WardenSettings {
                 "must be at least backoff.initial",
             ));
         }
-        if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
+        if !(1.0..=MAX_BACKOFF_MULTIPLIER).contains(&b.multiplier) {
             return Err(SettingsError::new(
                 "backoff.multiplier",
                 b.multiplier,
-                "must be at least 1",
+                format!("must be between 1 and {MAX_BACKOFF_MULTIPLIER}"),
             ));
         }
         if !(0.0..=1.0).contains(&b.jitter) {
@@ -418,6 +474,8 @@ impl WardenSettings {
 
         let r = &self.retry;
         positive("retry.max_attempts", r.max_attempts)?;
+        at_most("retry.initial", r.initial, MAX_RETRY_DELAY)?;
+        at_most("retry.max", r.max, MAX_RETRY_DELAY)?;
         if r.max < r.initial {
             return Err(SettingsError::new(
                 "retry.max",
@@ -427,7 +485,11 @@ impl WardenSettings {
         }
 
         positive("breaker.failure_threshold", self.breaker.failure_threshold)?;
-        nonzero("breaker.cooldown", self.breaker.cooldown)?;
+        bounded(
+            "breaker.cooldown",
+            self.breaker.cooldown,
+            MAX_SUPERVISION_DELAY,
+        )?;
         Ok(())
     }
 }
@@ -464,9 +526,22 @@ fn at_least_two(key: &str, value: u32) -> Result<(), SettingsError> {
     Ok(())
 }
 
-fn nonzero(key: &str, value: Duration) -> Result<(), SettingsError> {
+/// A duration that must be longer than zero and at most `max`.
+pub(crate) fn bounded(key: &str, value: Duration, max: Duration) -> Result<(), SettingsError> {
     if value.is_zero() {
         return Err(SettingsError::new(key, "0s", "must be longer than zero"));
+    }
+    at_most(key, value, max)
+}
+
+/// A duration that must be at most `max`; the error names the bound.
+pub(crate) fn at_most(key: &str, value: Duration, max: Duration) -> Result<(), SettingsError> {
+    if value > max {
+        return Err(SettingsError::new(
+            key,
+            humantime::format_duration(value),
+            format!("must be at most {}", humantime::format_duration(max)),
+        ));
     }
     Ok(())
 }
@@ -607,6 +682,83 @@ mod tests {
         let mut s = WardenSettings::default();
         s.postgres.io_threads = 0;
         assert_eq!(s.validate().unwrap_err().key, "postgres.io_threads");
+    }
+
+    #[test]
+    fn durations_and_the_multiplier_have_upper_bounds() {
+        type Set = fn(&mut WardenSettings, Duration);
+        let hour = MAX_SUPERVISION_DELAY;
+        let day = MAX_QUERY_TIMEOUT;
+        let minute = MAX_RETRY_DELAY;
+        let cases: [(&str, Duration, Set); 14] = [
+            ("neo4j.connect_timeout", hour, |s, d| {
+                s.neo4j.connect_timeout = d
+            }),
+            ("neo4j.query_timeout", day, |s, d| s.neo4j.query_timeout = d),
+            ("neo4j.probe_interval", hour, |s, d| {
+                s.neo4j.probe_interval = d
+            }),
+            ("neo4j.probe_timeout", hour, |s, d| {
+                s.neo4j.probe_timeout = d
+            }),
+            ("postgres.connect_timeout", hour, |s, d| {
+                s.postgres.connect_timeout = d
+            }),
+            ("postgres.statement_timeout", day, |s, d| {
+                s.postgres.statement_timeout = d
+            }),
+            ("postgres.query_timeout", day, |s, d| {
+                s.postgres.query_timeout = d
+            }),
+            ("postgres.probe_interval", hour, |s, d| {
+                s.postgres.probe_interval = d
+            }),
+            ("postgres.probe_timeout", hour, |s, d| {
+                s.postgres.probe_timeout = d
+            }),
+            ("backoff.initial", hour, |s, d| {
+                s.backoff.initial = d;
+                s.backoff.max = s.backoff.max.max(d).min(MAX_SUPERVISION_DELAY);
+            }),
+            ("backoff.max", hour, |s, d| s.backoff.max = d),
+            ("retry.initial", minute, |s, d| {
+                s.retry.initial = d;
+                s.retry.max = s.retry.max.max(d).min(MAX_RETRY_DELAY);
+            }),
+            ("retry.max", minute, |s, d| s.retry.max = d),
+            ("breaker.cooldown", hour, |s, d| s.breaker.cooldown = d),
+        ];
+        for (key, bound, set) in cases {
+            let mut s = WardenSettings::default();
+            set(&mut s, bound);
+            assert_eq!(s.validate(), Ok(()), "{key} at its bound");
+            set(&mut s, bound + Duration::from_millis(1));
+            let err = s.validate().unwrap_err();
+            assert_eq!(err.key, key);
+            let bound = humantime::format_duration(bound).to_string();
+            assert!(
+                err.reason == format!("must be at most {bound}"),
+                "{key}: {err}"
+            );
+        }
+
+        // The values of the issue, which passed before.
+        let mut s = WardenSettings::default();
+        s.breaker.cooldown = humantime::parse_duration("100000 years").unwrap();
+        assert_eq!(s.validate().unwrap_err().key, "breaker.cooldown");
+        let mut s = WardenSettings::default();
+        s.backoff.max = humantime::parse_duration("999999999999h").unwrap();
+        assert_eq!(s.validate().unwrap_err().key, "backoff.max");
+
+        let mut s = WardenSettings::default();
+        s.backoff.multiplier = MAX_BACKOFF_MULTIPLIER;
+        assert_eq!(s.validate(), Ok(()));
+        for bad in [10.5, 1e300, f64::INFINITY, f64::NAN, 0.5] {
+            s.backoff.multiplier = bad;
+            let err = s.validate().unwrap_err();
+            assert_eq!(err.key, "backoff.multiplier");
+            assert_eq!(err.reason, "must be between 1 and 10", "{bad}");
+        }
     }
 
     #[test]
