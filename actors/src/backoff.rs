@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::settings::{BackoffSettings, RetrySettings};
+use crate::settings::{
+    BackoffSettings, RetrySettings, MAX_BACKOFF_MULTIPLIER, MAX_SUPERVISION_DELAY,
+};
 
 /// A validated schedule plus the number of delays handed out since the last reset.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,15 +25,18 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// A schedule from explicit values, clamped into range: `max >= initial`,
-    /// `multiplier >= 1`, `jitter` in `0..=1`. Settings are validated at startup, so clamping
-    /// only ever matters for programmatic use.
+    /// A schedule from explicit values, clamped into the range settings are validated to:
+    /// `initial <= max <= MAX_SUPERVISION_DELAY`, `multiplier` in `1..=MAX_BACKOFF_MULTIPLIER`,
+    /// `jitter` in `0..=1`. Settings are validated at startup, so clamping only ever matters
+    /// for programmatic use; it keeps every delay under two hours, so that callers can add
+    /// one to `Instant::now()` or to the wall clock without overflow.
     pub fn new(initial: Duration, max: Duration, multiplier: f64, jitter: f64) -> Self {
         let multiplier = if multiplier.is_finite() {
-            multiplier.max(1.0)
+            multiplier.clamp(1.0, MAX_BACKOFF_MULTIPLIER)
         } else {
             1.0
         };
+        let initial = initial.min(MAX_SUPERVISION_DELAY);
         let jitter = if jitter.is_finite() {
             jitter.clamp(0.0, 1.0)
         } else {
@@ -39,7 +44,7 @@ impl Backoff {
         };
         Self {
             initial,
-            max: max.max(initial),
+            max: max.clamp(initial, MAX_SUPERVISION_DELAY),
             multiplier,
             jitter,
             attempt: 0,
@@ -64,7 +69,7 @@ impl Backoff {
         if !secs.is_finite() || secs >= self.max.as_secs_f64() {
             self.max
         } else {
-            Duration::from_secs_f64(secs)
+            saturating_secs(secs)
         }
     }
 
@@ -72,8 +77,8 @@ impl Backoff {
     pub fn bounds(&self, attempt: u32) -> (Duration, Duration) {
         let base = self.base(attempt).as_secs_f64();
         (
-            Duration::from_secs_f64(base * (1.0 - self.jitter)),
-            Duration::from_secs_f64(base * (1.0 + self.jitter)),
+            saturating_secs(base * (1.0 - self.jitter)),
+            saturating_secs(base * (1.0 + self.jitter)),
         )
     }
 
@@ -86,7 +91,7 @@ impl Backoff {
         } else {
             0.0
         };
-        Duration::from_secs_f64((base * (1.0 + spread)).max(0.0))
+        saturating_secs(base * (1.0 + spread))
     }
 
     /// Back to `initial`, after a successful connect.
@@ -98,6 +103,12 @@ impl Backoff {
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
+}
+
+/// Seconds as a `Duration`, never panicking: `Duration::from_secs_f64` does on a negative,
+/// NaN or too large value, which float rounding at the edges of the range could produce.
+fn saturating_secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -136,7 +147,76 @@ mod tests {
         assert_eq!(bases, vec![1, 2, 4, 4]);
     }
 
+    /// Adds a delay to both clocks the actors add delays to, the way they do it: panics if
+    /// either overflows.
+    fn add_to_clocks(d: Duration) {
+        let _ = std::time::Instant::now() + d;
+        let _ = chrono::Utc::now() + chrono::Duration::from_std(d).unwrap();
+    }
+
     proptest! {
+        /// For every value `WardenSettings::validate` accepts, and any attempt count, the
+        /// schedule never panics, and its delays stay under twice the largest accepted delay,
+        /// so that adding one to a clock cannot overflow.
+        #[test]
+        fn accepted_settings_never_panic(
+            initial_ns in 1u64..=MAX_SUPERVISION_DELAY.as_nanos() as u64,
+            max_ns in 1u64..=MAX_SUPERVISION_DELAY.as_nanos() as u64,
+            multiplier in 1.0f64..=MAX_BACKOFF_MULTIPLIER,
+            jitter in 0.0f64..=1.0,
+            attempt in any::<u32>(),
+            seed in any::<u64>(),
+        ) {
+            let initial = Duration::from_nanos(initial_ns.min(max_ns));
+            let s = BackoffSettings {
+                initial,
+                max: Duration::from_nanos(max_ns),
+                multiplier,
+                jitter,
+            };
+            let settings = crate::WardenSettings { backoff: s, ..Default::default() };
+            prop_assert_eq!(settings.validate(), Ok(()));
+            let ceiling = 2 * MAX_SUPERVISION_DELAY;
+            for mut b in [Backoff::reconnect(&s), Backoff::retry(&RetrySettings {
+                max_attempts: 3,
+                initial: initial.min(crate::settings::MAX_RETRY_DELAY),
+                max: crate::settings::MAX_RETRY_DELAY,
+            }, jitter)] {
+                prop_assert!(b.base(attempt) <= ceiling);
+                let (lo, hi) = b.bounds(attempt);
+                prop_assert!(lo <= hi && hi <= ceiling);
+                let mut rng = StdRng::seed_from_u64(seed);
+                b.attempt = attempt;
+                for _ in 0..3 {
+                    let d = b.next_delay(&mut rng);
+                    prop_assert!(d <= ceiling, "{d:?}");
+                    add_to_clocks(d);
+                }
+            }
+        }
+
+        /// Whatever a program passes to `Backoff::new` (a `Duration::MAX`, a NaN or infinite
+        /// multiplier or jitter), nothing panics and every delay stays under two hours.
+        #[test]
+        fn any_explicit_values_never_panic(
+            initial in any::<Duration>(),
+            max in any::<Duration>(),
+            multiplier in prop_oneof![any::<f64>(), Just(f64::INFINITY), Just(f64::NAN), Just(1e300)],
+            jitter in prop_oneof![any::<f64>(), Just(f64::INFINITY), Just(f64::NAN), 0.0f64..=1.0],
+            attempt in any::<u32>(),
+            seed in any::<u64>(),
+        ) {
+            let mut b = Backoff::new(initial, max, multiplier, jitter);
+            let ceiling = 2 * MAX_SUPERVISION_DELAY;
+            let (_, hi) = b.bounds(attempt);
+            prop_assert!(hi <= ceiling);
+            let mut rng = StdRng::seed_from_u64(seed);
+            b.attempt = attempt;
+            let d = b.next_delay(&mut rng);
+            prop_assert!(d <= ceiling, "{d:?}");
+            add_to_clocks(d);
+        }
+
         /// Every delay stays within ±jitter of min(max, initial × multiplier^attempt), and the
         /// un-jittered schedule never decreases: no hot loop, never stuck at zero.
         #[test]

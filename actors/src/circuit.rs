@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::settings::MAX_SUPERVISION_DELAY;
+
 /// Where an outcome came from: only probes may close a half-open circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -68,12 +70,14 @@ pub struct Circuit {
 }
 
 impl Circuit {
-    /// A closed circuit.
+    /// A closed circuit. `cooldown` is clamped to [`MAX_SUPERVISION_DELAY`], the bound settings
+    /// are validated to, so that opening the circuit (`now + cooldown`) cannot overflow the
+    /// clock whatever a program passes.
     pub fn new(threshold: u32, cooldown: Duration, half_open_retry: Duration) -> Self {
         Self {
             state: CircuitState::Closed { failures: 0 },
             threshold: threshold.max(1),
-            cooldown,
+            cooldown: cooldown.min(MAX_SUPERVISION_DELAY),
             half_open_retry,
         }
     }
@@ -201,6 +205,14 @@ mod tests {
 
     fn circuit() -> Circuit {
         Circuit::new(3, Duration::from_secs(10), Duration::from_millis(500))
+    }
+
+    #[test]
+    fn a_cooldown_too_long_for_the_clock_is_clamped_not_a_panic() {
+        let t = Instant::now();
+        let mut c = Circuit::new(1, Duration::MAX, Duration::from_millis(500));
+        assert!(c.record(false, Source::Probe, t));
+        assert_eq!(c.check(t), Err(MAX_SUPERVISION_DELAY));
     }
 
     #[test]
