@@ -751,6 +751,34 @@ fn concurrent_migrations_are_safe() {
     });
 }
 
+/// `Warden::shutdown(Duration::MAX)` ("as long as it takes") stops both actors in order, as
+/// any other budget does: health shows both `stopped` and `fatal` never fires. It does not
+/// show a drain that waits for calls in flight (see the shutdown tests above).
+#[test]
+fn a_shutdown_budget_past_the_clock_stops_in_order() {
+    actix_test(async {
+        let pg = format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            support::free_port()
+        );
+        let warden = Warden::start(fast_settings(&no_graph(), &pg)).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), warden.shutdown(Duration::MAX))
+            .await
+            .expect("shutdown returns");
+        let h = warden.health_handle();
+        eventually(Duration::from_secs(5), "both stopped", || {
+            let v = h.view();
+            async move {
+                (v.components[&Database::Postgres].status == ComponentStatus::Stopped
+                    && v.components[&Database::Neo4j].status == ComponentStatus::Stopped)
+                    .then_some(())
+            }
+        })
+        .await;
+        assert_eq!(warden.fatal().now_or_never(), None);
+    });
+}
+
 /// A panic inside the actor kills it for good: health shows it `stopped`, calls get a typed
 /// `Stopped` error at once, and `Warden::fatal` resolves so the embedding process can exit.
 #[test]

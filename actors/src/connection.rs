@@ -875,7 +875,9 @@ impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
         std::sync::atomic::fence(Ordering::SeqCst);
         let link = self.link.clone();
         let close = self.driver.close();
-        let deadline = Instant::now() + msg.timeout;
+        // `None` for a budget past the clock's end (`Duration::MAX`: as long as it takes), which
+        // `Instant + Duration` would panic on, after the phase is already `Stopped`.
+        let deadline = Instant::now().checked_add(msg.timeout);
         let fut = async move {
             if !link.drained(msg.timeout).await {
                 tracing::warn!(
@@ -886,7 +888,9 @@ impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
             }
             // Whatever is left of the budget, and a moment to say goodbye politely.
             let left = deadline
-                .saturating_duration_since(Instant::now())
+                .map_or(Duration::MAX, |d| {
+                    d.saturating_duration_since(Instant::now())
+                })
                 .max(Duration::from_millis(200));
             let _ = tokio::time::timeout(left, close).await;
         };
