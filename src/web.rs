@@ -184,7 +184,24 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
 /// database calls need.
 const HTTP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a client has to send a whole request head once it has connected (actix-web's
+/// default, made explicit because the slow-client defence rests on it). A health poller sends
+/// its ~100 bytes in one packet; a client that dribbles a byte a second gets a 408 and loses
+/// its connection after this, so slow clients cannot hold connections (and file descriptors,
+/// which the database pools need too) for longer.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long closing a connection may take (actix-web's default): once warden has answered
+/// and decided to close (a 408, a 400), a client that does not read the answer is dropped
+/// after this instead of holding the socket.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Binds and starts the HTTP server. Signals are the daemon's business, not actix-web's.
+///
+/// Malformed requests never reach a handler: actix-web answers a path over its limit or a
+/// header that is not HTTP with 400, more than its 96 headers with 431, and closes the
+/// connection; a body sent to a handler that reads none is not read, and the connection is
+/// closed after the answer. (`crate::logging` logs these at debug, not as errors.)
 pub fn server(
     bind: std::net::SocketAddr,
     workers: usize,
@@ -198,6 +215,8 @@ pub fn server(
             .default_service(web::to(not_found))
     })
     .disable_signals()
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
     .workers(workers.max(1))
     .shutdown_timeout(grace.as_secs().max(1))
     .bind(bind)?
