@@ -138,6 +138,74 @@ pub enum ConfigError {
     /// A value is well-typed but unusable.
     #[error(transparent)]
     Invalid(#[from] SettingsError),
+    /// A variable the configuration reads is not valid UTF-8.
+    #[error("invalid configuration: environment variable {0} is not valid UTF-8")]
+    NotUtf8(String),
+}
+
+/// The longest duration any setting may have. Nothing warden waits for is meaningful past a
+/// day, and near 2^64 s the arithmetic on durations overflows and panics: deadlines are
+/// `Instant::now() + timeout`, and some bounds are sums of two settings. Before this bound, a
+/// `shutdown_timeout` of 2^64 - 1 s killed the daemon at SIGTERM (exit 101), `backoff.initial`
+/// and `backoff.max` that large killed an actor at its first failed connect (exit 70), and
+/// connect timeouts and probe intervals that large killed the daemon at start. A day also
+/// keeps `postgres.statement_timeout` under PostgreSQL's own limit (2^31 - 1 ms).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The process environment as text, for [`DaemonConfig::load`]. `std::env::vars` panics on a
+/// variable that is not UTF-8; here such a variable is an error if the configuration reads it
+/// (a seed variable or `WARDEN__*`), and skipped otherwise, since it is none of warden's
+/// business.
+pub fn environment() -> Result<HashMap<String, String>, ConfigError> {
+    let mut env = HashMap::new();
+    for (key, value) in std::env::vars_os() {
+        // A name that is not UTF-8 cannot be one the configuration reads.
+        let Some(key) = key.to_str() else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => {
+                env.insert(key.to_owned(), value);
+            }
+            Err(_) if key.starts_with("WARDEN__") || SEEDS.iter().any(|(var, _)| *var == key) => {
+                return Err(ConfigError::NotUtf8(key.to_owned()));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(env)
+}
+
+/// The configuration file as a source, its syntax checked here first: the TOML parser's own
+/// error quotes the offending line, and that line may hold a password (`password = "s3cret`
+/// without its closing quote). This error gives the position and the reason only.
+fn toml_file(
+    path: &Path,
+) -> Result<config::File<config::FileSourceString, config::FileFormat>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::Parse(format!(
+            "invalid configuration: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        let at = e.span().map_or(0, |span| span.start).min(text.len());
+        let before = text.get(..at).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
+        return Err(ConfigError::Parse(format!(
+            "invalid configuration: {}: TOML syntax error at line {line}, column {column}: {}",
+            path.display(),
+            e.message().trim_end()
+        )));
+    }
+    Ok(config::File::from_str(&text, config::FileFormat::Toml))
 }
 
 impl DaemonConfig {
@@ -147,14 +215,9 @@ impl DaemonConfig {
         let mut builder = config::Config::builder();
         match path {
             Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
-            Some(path) => {
-                builder =
-                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml))
-            }
+            Some(path) => builder = builder.add_source(toml_file(path)?),
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                builder = builder.add_source(
-                    config::File::with_name(DEFAULT_CONFIG_PATH).format(config::FileFormat::Toml),
-                )
+                builder = builder.add_source(toml_file(Path::new(DEFAULT_CONFIG_PATH))?)
             }
             None => {}
         }
@@ -196,7 +259,41 @@ impl DaemonConfig {
         Ok(cfg)
     }
 
+    /// Every duration setting, by key; [`MAX_DURATION`] bounds them all.
+    fn durations(&self) -> [(&'static str, Duration); 15] {
+        let (n, p) = (&self.neo4j, &self.postgres);
+        [
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("neo4j.connect_timeout", n.connect_timeout),
+            ("neo4j.query_timeout", n.query_timeout),
+            ("neo4j.probe_interval", n.probe_interval),
+            ("neo4j.probe_timeout", n.probe_timeout),
+            ("postgres.connect_timeout", p.connect_timeout),
+            ("postgres.statement_timeout", p.statement_timeout),
+            ("postgres.query_timeout", p.query_timeout),
+            ("postgres.probe_interval", p.probe_interval),
+            ("postgres.probe_timeout", p.probe_timeout),
+            ("backoff.initial", self.backoff.initial),
+            ("backoff.max", self.backoff.max),
+            ("retry.initial", self.retry.initial),
+            ("retry.max", self.retry.max),
+            ("breaker.cooldown", self.breaker.cooldown),
+        ]
+    }
+
     fn validate_daemon(&self) -> Result<(), SettingsError> {
+        for (key, value) in self.durations() {
+            if value > MAX_DURATION {
+                return Err(SettingsError {
+                    key: key.into(),
+                    value: humantime::format_duration(value).to_string(),
+                    reason: format!(
+                        "must be at most {}",
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                });
+            }
+        }
         if self.http.workers == 0 || self.http.workers > 64 {
             return Err(SettingsError {
                 key: "http.workers".into(),
@@ -368,6 +465,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("log.level"), "{err}");
+    }
+
+    #[test]
+    fn durations_past_a_day_are_refused() {
+        let err = DaemonConfig::load(
+            None,
+            &env(&[("WARDEN__SHUTDOWN_TIMEOUT", "18446744073709551615s")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("shutdown_timeout"), "{err}");
+        let err = DaemonConfig::load(None, &env(&[("WARDEN__BREAKER__COOLDOWN", "25h")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("breaker.cooldown") && err.contains("at most 1day"),
+            "{err}"
+        );
+        let cfg = DaemonConfig::load(None, &env(&[("WARDEN__BREAKER__COOLDOWN", "24h")])).unwrap();
+        assert_eq!(cfg.breaker.cooldown, MAX_DURATION);
+    }
+
+    /// The ceiling covers every duration: each value of the default configuration that reads
+    /// as a duration is one of `durations()`, so a new duration setting cannot be forgotten.
+    #[test]
+    fn every_duration_setting_is_bounded() {
+        fn walk(prefix: &str, table: &toml::Table, found: &mut Vec<String>) {
+            for (key, value) in table {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                match value {
+                    toml::Value::Table(t) => walk(&key, t, found),
+                    toml::Value::String(s) if humantime::parse_duration(s).is_ok() => {
+                        found.push(key)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let cfg = DaemonConfig::default();
+        let table: toml::Table = cfg.to_redacted_toml().parse().unwrap();
+        let mut found = Vec::new();
+        walk("", &table, &mut found);
+        let mut bounded: Vec<String> = cfg.durations().iter().map(|(k, _)| k.to_string()).collect();
+        found.sort();
+        bounded.sort();
+        assert_eq!(found, bounded);
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_place_but_never_quotes_the_line() {
+        let f = file("[neo4j]\nuser = \"app\"\npassword = \"hunter2-in-a-file\n");
+        let err = DaemonConfig::load(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("line 3, column") && err.contains(&f.path().display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]

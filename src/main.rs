@@ -5,14 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use warden::{
     cli::{Cli, Command},
-    config::{DaemonConfig, EX_CONFIG},
+    config::{self, DaemonConfig, EX_CONFIG},
     daemon, logging,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env = std::env::vars().collect();
-    let cfg = match DaemonConfig::load(cli.config.as_deref(), &env) {
+    let loaded =
+        config::environment().and_then(|env| DaemonConfig::load(cli.config.as_deref(), &env));
+    let cfg = match loaded {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("warden: {e}");
