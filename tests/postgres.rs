@@ -305,18 +305,16 @@ fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
                 "{err:?}"
             );
         }
-        let circuit = warden
-            .breaker
-            .send(warden_actors::breaker::GetCircuit(Database::Postgres))
-            .await
-            .unwrap();
-        assert!(
-            circuit.is_clean(),
+        let circuit = health.view().components[&Database::Postgres]
+            .circuit
+            .clone();
+        assert_eq!(
+            circuit.recent_failures, 0,
             "caller mistakes must not count: {circuit:?}"
         );
 
         // 53200 out_of_memory: the server is overloaded; transient, counts against the circuit
-        // (contention such as 40001 is retried but never counts; see tests/contention.rs).
+        // (contention such as 40001 is retried but never counts; see tests/breaker.rs).
         let fail = "DO $$ BEGIN RAISE EXCEPTION 'overloaded' USING ERRCODE = '53200'; END $$";
         for i in 0..5 {
             let err = warden
@@ -589,7 +587,7 @@ fn fifty_flaps_never_exceed_max_connections() {
         settings.backoff.initial = Duration::from_millis(60);
         settings.backoff.max = Duration::from_millis(120);
         settings.postgres.probe_interval = Duration::from_millis(100);
-        settings.breaker.failure_threshold = 1_000;
+        settings.breaker.failure_threshold = warden_actors::circuit::MAX_THRESHOLD;
         let max = i64::from(settings.postgres.max_connections);
         let warden = connected(settings).await;
         let admin = pg.admin().await;
@@ -900,7 +898,7 @@ fn caller_mistakes_never_take_the_connection_down() {
         let c = &view.components[&Database::Postgres];
         assert_eq!(c.restarts, 0, "{c:?}");
         assert_eq!(c.status, ComponentStatus::Connected);
-        assert_eq!(c.circuit.consecutive_failures, 0);
+        assert_eq!(c.circuit.recent_failures, 0);
         warden.shutdown(Duration::from_secs(1)).await;
     });
 }
@@ -919,7 +917,7 @@ fn connections_from_before_a_reconnect_are_never_handed_out_unchecked() {
         settings.postgres.max_connections = 5;
         // Failed calls while the connections are cut must not open the circuit: this test is
         // about the pool, not the breaker.
-        settings.breaker.failure_threshold = 1000;
+        settings.breaker.failure_threshold = warden_actors::circuit::MAX_THRESHOLD;
         let slots = (settings.postgres.max_connections - 1) as usize;
         let warden = Warden::start(settings).unwrap();
         let health = warden.health_handle();

@@ -210,7 +210,7 @@ fn session_state_left_behind_never_reaches_the_next_call() {
             &warden,
             "current_setting('search_path') || ' ' || current_setting('statement_timeout') \
              || ' ' || (SELECT count(*) FROM pg_listening_channels()) \
-             || ' ' || (SELECT count(*) FROM pg_class WHERE relpersistence = 't')",
+             || ' ' || (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())",
         )
         .await
         {

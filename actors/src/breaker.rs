@@ -1,12 +1,19 @@
-//! BreakerActor: one circuit per database, fed with every query and probe outcome.
+//! BreakerActor: one circuit per database (see [`crate::circuit`] for the rules), published
+//! on a [`CircuitBoard`] that calls read and write without a message.
 //!
-//! The actor owns the transitions (see [`crate::circuit`] for the rules) and publishes each
-//! circuit on a [`CircuitBoard`], which the database actors read before every call. The check
-//! is a lock-free load on the caller's path rather than a round trip to this actor, so a call
-//! refused by an open circuit costs microseconds and callers never queue behind the breaker.
+//! Calls check the board before they start (a lock-free load) and record their outcome in its
+//! window (a compare-and-swap), so neither a refusal nor a failure ever waits on this actor.
+//! Only what changes a circuit's state becomes a message: the one call whose failure fills the
+//! window to the threshold sends [`Trip`] (at most one is in flight per database), and the
+//! database actors send [`ProbeSucceeded`] (at most one per probe interval, and only while
+//! half-open) and [`Reconnected`] (once per connect). A storm of failing calls therefore costs
+//! the actor nothing: its mailbox holds a handful of messages at most, whatever the load.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -14,27 +21,53 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 
 use crate::{
-    circuit::{Circuit, CircuitStatus, Source},
+    circuit::{Circuit, CircuitStatus, Window},
     error::Database,
     health::{CircuitUpdate, HealthActor},
 };
 
-/// The published circuits, one per database; written only by [`BreakerActor`].
+/// One database's published circuit and the window of its recent call outcomes.
 #[derive(Debug)]
-pub struct CircuitBoard {
-    neo4j: ArcSwap<Circuit>,
-    postgres: ArcSwap<Circuit>,
+struct Slot {
+    circuit: ArcSwap<Circuit>,
+    window: AtomicU64,
+    /// A [`Trip`] is on its way: later failures need not send another.
+    trip_sent: AtomicBool,
 }
 
-impl CircuitBoard {
-    fn new(neo4j: Circuit, postgres: Circuit) -> Self {
+impl Slot {
+    fn new(circuit: Circuit) -> Self {
         Self {
-            neo4j: ArcSwap::from_pointee(neo4j),
-            postgres: ArcSwap::from_pointee(postgres),
+            circuit: ArcSwap::from_pointee(circuit),
+            window: AtomicU64::new(0),
+            trip_sent: AtomicBool::new(false),
         }
     }
 
-    fn slot(&self, database: Database) -> &ArcSwap<Circuit> {
+    /// A fresh window, for a circuit that just changed state.
+    fn clear_window(&self) {
+        self.window.store(0, Ordering::Release);
+        self.trip_sent.store(false, Ordering::Release);
+    }
+}
+
+/// The published circuits, one per database: written by [`BreakerActor`], read by every call.
+#[derive(Debug)]
+pub struct CircuitBoard {
+    neo4j: Slot,
+    postgres: Slot,
+}
+
+impl CircuitBoard {
+    /// A board with the given (closed) circuits.
+    pub fn new(neo4j: Circuit, postgres: Circuit) -> Self {
+        Self {
+            neo4j: Slot::new(neo4j),
+            postgres: Slot::new(postgres),
+        }
+    }
+
+    fn slot(&self, database: Database) -> &Slot {
         match database {
             Database::Neo4j => &self.neo4j,
             Database::Postgres => &self.postgres,
@@ -43,58 +76,102 @@ impl CircuitBoard {
 
     /// The latest circuit of `database`.
     pub fn get(&self, database: Database) -> Circuit {
-        **self.slot(database).load()
+        **self.slot(database).circuit.load()
+    }
+
+    /// The recent call outcomes of `database`.
+    pub fn window(&self, database: Database) -> Window {
+        Window::from_bits(self.slot(database).window.load(Ordering::Acquire))
+    }
+
+    /// Records one call's outcome. Returns `true` for the one failure that fills the window to
+    /// the threshold: its caller must send [`Trip`]. A success with no failure in the window
+    /// (the common case) costs one load; outcomes while the circuit is not closed (calls that
+    /// were already running) are not recorded.
+    pub(crate) fn record_call(&self, database: Database, failed: bool) -> bool {
+        let slot = self.slot(database);
+        if !failed && self.window(database).failures() == 0 {
+            return false;
+        }
+        let circuit = self.get(database);
+        if !circuit.is_closed() {
+            return false;
+        }
+        let size = circuit.window_size();
+        let mut window = Window::default();
+        let _ = slot
+            .window
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |raw| {
+                window = Window::from_bits(raw).record(failed, size);
+                Some(window.to_bits())
+            });
+        failed && circuit.trips(window) && !slot.trip_sent.swap(true, Ordering::AcqRel)
     }
 }
 
-/// One outcome of a call (one per call, whatever its retries) or of a probe. Sent with
-/// `do_send`: reporting never waits.
-#[derive(Debug, Clone, Copy, Message)]
+/// The window of `database` is full of failures: open its circuit. `cause` is the failure
+/// that filled it, sanitized, for health and the log.
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct Outcome {
+pub struct Trip {
     /// Which database.
     pub database: Database,
-    /// Whether it succeeded. Callers' own mistakes are not reported at all.
-    pub success: bool,
-    /// A probe (which may close a half-open circuit) or a query.
-    pub source: Source,
+    /// The failure that filled the window.
+    pub cause: String,
 }
+
+/// The database actor's probe succeeded while the circuit was half-open: the trial passed.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ProbeSucceeded(pub Database);
+
+/// The database actor connected anew after losing its connection.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Reconnected(pub Database);
 
 /// Asks for a database's circuit as of now.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Circuit")]
 pub struct GetCircuit(pub Database);
 
-/// Owns the circuits.
+/// Owns the circuits' transitions.
 pub struct BreakerActor {
     board: Arc<CircuitBoard>,
     health: Addr<HealthActor>,
 }
 
 impl BreakerActor {
-    /// A breaker whose circuits start as the given ones (closed), reporting to `health`.
-    pub fn new(neo4j: Circuit, postgres: Circuit, health: Addr<HealthActor>) -> Self {
-        Self {
-            board: Arc::new(CircuitBoard::new(neo4j, postgres)),
-            health,
-        }
+    /// A breaker over `board` (whose circuits start closed), reporting to `health`.
+    pub fn new(board: Arc<CircuitBoard>, health: Addr<HealthActor>) -> Self {
+        Self { board, health }
     }
 
-    /// The board the database actors read.
+    /// The board calls read and record on.
     pub fn board(&self) -> Arc<CircuitBoard> {
         self.board.clone()
     }
 
-    fn store(&self, database: Database, circuit: Circuit) {
-        self.board.slot(database).store(Arc::new(circuit));
-        self.health.do_send(CircuitUpdate { database, circuit });
+    /// Publishes a changed circuit, with a fresh window, and tells health why.
+    fn store(&self, database: Database, circuit: Circuit, cause: Option<String>) {
+        let slot = self.board.slot(database);
+        slot.circuit.store(Arc::new(circuit));
+        slot.clear_window();
+        Self::log_change(database, &circuit, cause.as_deref(), Instant::now());
+        self.health.do_send(CircuitUpdate {
+            database,
+            circuit,
+            cause,
+        });
     }
 
-    fn log_change(database: Database, circuit: &Circuit, now: Instant) {
+    fn log_change(database: Database, circuit: &Circuit, cause: Option<&str>, now: Instant) {
         match circuit.status(now) {
             CircuitStatus::Open => tracing::warn!(
                 database = %database,
-                consecutive_failures = circuit.failures(),
+                window = circuit.window_size(),
+                failures = circuit.threshold(),
+                cause,
                 retry_after_ms = circuit.check(now).err().map(|d| d.as_millis() as u64),
                 "circuit opened"
             ),
@@ -108,43 +185,58 @@ impl BreakerActor {
 
 impl Actor for BreakerActor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Every query outcome that changes a count lands here.
-        ctx.set_mailbox_capacity(4096);
+impl Handler<Trip> for BreakerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Trip, ctx: &mut Self::Context) {
+        let now = Instant::now();
+        let database = msg.database;
+        let mut circuit = self.board.get(database);
+        // A reconnect may have cleared the window since the trip was sent.
+        if !circuit.trips(self.board.window(database)) || !circuit.open(now) {
+            self.board
+                .slot(database)
+                .trip_sent
+                .store(false, Ordering::Release);
+            return;
+        }
+        self.store(database, circuit, Some(msg.cause));
+        // Show `half_open` in health when the cooldown ends, without waiting for a message.
+        if let Err(wait) = circuit.check(now) {
+            ctx.run_later(wait + Duration::from_millis(1), move |act, _| {
+                let mut c = act.board.get(database);
+                if c.tick(Instant::now()) {
+                    act.store(database, c, None);
+                }
+            });
+        }
     }
 }
 
-impl Handler<Outcome> for BreakerActor {
+impl Handler<ProbeSucceeded> for BreakerActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Outcome, ctx: &mut Self::Context) {
-        let now = Instant::now();
-        let mut circuit = self.board.get(msg.database);
-        let before = circuit;
-        let changed = circuit.record(msg.success, msg.source, now);
-        if circuit == before {
-            return;
+    fn handle(&mut self, msg: ProbeSucceeded, _: &mut Self::Context) {
+        let mut circuit = self.board.get(msg.0);
+        if circuit.probe_succeeded(Instant::now()) {
+            self.store(msg.0, circuit, None);
         }
-        if changed {
-            Self::log_change(msg.database, &circuit, now);
-            if let Err(wait) = circuit.check(now) {
-                if circuit.status(now) == CircuitStatus::Open {
-                    // Show `half_open` in health when the cooldown ends, without waiting for
-                    // another outcome to arrive.
-                    let database = msg.database;
-                    ctx.run_later(wait + Duration::from_millis(1), move |act, _| {
-                        let now = Instant::now();
-                        let mut c = act.board.get(database);
-                        if c.tick(now) {
-                            Self::log_change(database, &c, now);
-                            act.store(database, c);
-                        }
-                    });
-                }
-            }
+    }
+}
+
+impl Handler<Reconnected> for BreakerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconnected, _: &mut Self::Context) {
+        let mut circuit = self.board.get(msg.0);
+        if circuit.reconnected() {
+            self.store(msg.0, circuit, None);
+        } else {
+            // Failures recorded against the old connection say nothing about the new one.
+            self.board.slot(msg.0).clear_window();
         }
-        self.store(msg.database, circuit);
     }
 }
 

@@ -1,10 +1,23 @@
-//! The circuit breaker state machine for one database, pure and clock-free.
+//! The circuit breaker for one database: pure and clock-free.
 //!
-//! `Closed { failures }` counts consecutive failures and opens at the threshold.
-//! `Open { until }` refuses calls until the cooldown ends; then the circuit is `HalfOpen`, and
-//! the database actor's own probe is the trial (never a caller's query): a successful probe
-//! closes it, a failed one opens it for another cooldown. Time is passed in, so every transition
-//! is unit-tested without a runtime; [`crate::breaker::BreakerActor`] owns the plumbing.
+//! **What opens it**: failed calls, weighed against successful ones. A [`Window`] holds the
+//! outcomes of the last `2 × threshold` calls that say something about the database's health,
+//! and the circuit opens when `threshold` of them failed. Contention (deadlocks, serialization
+//! failures, lock timeouts), a caller's own mistakes and warden's refusals are not recorded at
+//! all (`WardenError::counts_against_circuit`). Probes are not recorded either: a database
+//! that answers `SELECT 1` and times out every real query (overload, the case a breaker exists
+//! for) must still open it, which it could not while every probe success reset a count.
+//!
+//! **What closes it**: `Open { until }` refuses calls until its cooldown ends; then it is
+//! `HalfOpen`, and the database actor's next successful probe closes it. A successful
+//! *reconnect* closes it at once: a lost connection is the actor's business (it backs off and
+//! refuses calls with `Unavailable`), so failures that came from the old connection say nothing
+//! about the new one, and calls must flow as soon as the database is back. A circuit opened by
+//! failures on a live connection never sees a reconnect, and keeps its cooldown.
+//!
+//! Time is passed in, so every transition is unit-tested without a runtime;
+//! [`crate::breaker`] owns the plumbing, and keeps each window in an atomic so that recording
+//! a call's outcome never sends a message.
 
 use std::time::{Duration, Instant};
 
@@ -12,38 +25,70 @@ use serde::Serialize;
 
 use crate::settings::MAX_SUPERVISION_DELAY;
 
-/// Where an outcome came from: only probes may close a half-open circuit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The actor's periodic liveness probe (or its connect).
-    Probe,
-    /// A caller's query attempt.
-    Query,
+/// The largest `breaker.failure_threshold`: a window of twice that many outcomes fits in one
+/// atomic word beside its length.
+pub const MAX_THRESHOLD: u32 = 28;
+
+/// The outcomes of the last calls, newest in the lowest bit (1: failed), with how many it
+/// holds in the top byte: one `u64`, updated with a compare-and-swap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window(u64);
+
+const LEN_SHIFT: u32 = 56;
+const BITS: u64 = (1 << LEN_SHIFT) - 1;
+
+impl Window {
+    /// The window as stored.
+    pub fn from_bits(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The word to store.
+    pub fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// With one more outcome, keeping the last `size` (at most 56).
+    pub fn record(self, failed: bool, size: u32) -> Self {
+        let size = size.clamp(1, LEN_SHIFT);
+        let mask = (1u64 << size) - 1;
+        let bits = ((self.0 & BITS) << 1 | u64::from(failed)) & mask;
+        let len = (self.len() + 1).min(size);
+        Self(bits | u64::from(len) << LEN_SHIFT)
+    }
+
+    /// Outcomes held.
+    pub fn len(self) -> u32 {
+        (self.0 >> LEN_SHIFT) as u32
+    }
+
+    /// Whether it holds no outcome.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// Failures among them.
+    pub fn failures(self) -> u32 {
+        (self.0 & BITS).count_ones()
+    }
 }
 
 /// The circuit's state, with the data each state needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
-    /// Calls pass; `failures` consecutive failures so far.
-    Closed {
-        /// Consecutive failures since the last success.
-        failures: u32,
-    },
+    /// Calls pass.
+    Closed,
     /// Calls are refused until `until`.
     Open {
         /// When the circuit opened.
         since: Instant,
         /// When the cooldown ends and the circuit becomes half-open.
         until: Instant,
-        /// Consecutive failures, still counted while open.
-        failures: u32,
     },
     /// Cooldown over: calls are still refused, the next probe decides.
     HalfOpen {
         /// When the circuit first opened, kept for health output.
         since: Instant,
-        /// Consecutive failures so far.
-        failures: u32,
     },
 }
 
@@ -70,27 +115,39 @@ pub struct Circuit {
 }
 
 impl Circuit {
-    /// A closed circuit. `cooldown` is clamped to [`MAX_SUPERVISION_DELAY`], the bound settings
-    /// are validated to, so that opening the circuit (`now + cooldown`) cannot overflow the
-    /// clock whatever a program passes.
+    /// A closed circuit that opens when `threshold` (1 to [`MAX_THRESHOLD`]) of the last
+    /// `2 × threshold` calls failed. `cooldown` is clamped to [`MAX_SUPERVISION_DELAY`], the
+    /// bound settings are validated to, so that opening the circuit (`now + cooldown`) cannot
+    /// overflow the clock whatever a program passes.
     pub fn new(threshold: u32, cooldown: Duration, half_open_retry: Duration) -> Self {
         Self {
-            state: CircuitState::Closed { failures: 0 },
-            threshold: threshold.max(1),
+            state: CircuitState::Closed,
+            threshold: threshold.clamp(1, MAX_THRESHOLD),
             cooldown: cooldown.min(MAX_SUPERVISION_DELAY),
             half_open_retry,
         }
+    }
+
+    /// Failures in the window that open the circuit.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// How many of the last calls are weighed.
+    pub fn window_size(&self) -> u32 {
+        self.threshold * 2
+    }
+
+    /// Whether `window` holds enough failures to open the circuit.
+    pub fn trips(&self, window: Window) -> bool {
+        window.failures() >= self.threshold
     }
 
     /// The state as of `now`: an `Open` circuit whose cooldown has passed is `HalfOpen`, even
     /// before anyone calls [`Circuit::tick`].
     pub fn state(&self, now: Instant) -> CircuitState {
         match self.state {
-            CircuitState::Open {
-                since,
-                until,
-                failures,
-            } if now >= until => CircuitState::HalfOpen { since, failures },
+            CircuitState::Open { since, until } if now >= until => CircuitState::HalfOpen { since },
             s => s,
         }
     }
@@ -98,41 +155,32 @@ impl Circuit {
     /// The health name of the state as of `now`.
     pub fn status(&self, now: Instant) -> CircuitStatus {
         match self.state(now) {
-            CircuitState::Closed { .. } => CircuitStatus::Closed,
+            CircuitState::Closed => CircuitStatus::Closed,
             CircuitState::Open { .. } => CircuitStatus::Open,
             CircuitState::HalfOpen { .. } => CircuitStatus::HalfOpen,
         }
     }
 
-    /// Consecutive failures counted so far.
-    pub fn failures(&self) -> u32 {
-        match self.state {
-            CircuitState::Closed { failures }
-            | CircuitState::Open { failures, .. }
-            | CircuitState::HalfOpen { failures, .. } => failures,
-        }
+    /// Whether calls pass.
+    pub fn is_closed(&self) -> bool {
+        self.state == CircuitState::Closed
     }
 
     /// When the circuit opened, unless it is closed.
     pub fn opened_at(&self) -> Option<Instant> {
         match self.state {
-            CircuitState::Closed { .. } => None,
-            CircuitState::Open { since, .. } | CircuitState::HalfOpen { since, .. } => Some(since),
+            CircuitState::Closed => None,
+            CircuitState::Open { since, .. } | CircuitState::HalfOpen { since } => Some(since),
         }
     }
 
     /// `Ok` when a call may pass; otherwise how long the caller should wait.
     pub fn check(&self, now: Instant) -> Result<(), Duration> {
         match self.state(now) {
-            CircuitState::Closed { .. } => Ok(()),
+            CircuitState::Closed => Ok(()),
             CircuitState::Open { until, .. } => Err(until - now),
             CircuitState::HalfOpen { .. } => Err(self.half_open_retry),
         }
-    }
-
-    /// Whether a success would change anything; lets callers skip reporting the common case.
-    pub fn is_clean(&self) -> bool {
-        self.state == CircuitState::Closed { failures: 0 }
     }
 
     /// Applies the cooldown's end; returns whether the state changed.
@@ -142,60 +190,35 @@ impl Circuit {
         before != self.state
     }
 
-    /// Records one outcome at `now`; returns whether the state's kind changed (closed, open,
-    /// half-open), which is what gets logged and pushed to health.
-    pub fn record(&mut self, success: bool, source: Source, now: Instant) -> bool {
-        let before = self.status(now);
-        let cooldown = self.cooldown;
-        self.state = match (self.state(now), success, source) {
-            // A success while closed resets the count of consecutive failures.
-            (CircuitState::Closed { .. }, true, _) => CircuitState::Closed { failures: 0 },
-            // Failures while closed accumulate, and open the circuit at the threshold.
-            (CircuitState::Closed { failures }, false, _) => {
-                let failures = failures.saturating_add(1);
-                if failures >= self.threshold {
-                    CircuitState::Open {
-                        since: now,
-                        until: now + cooldown,
-                        failures,
-                    }
-                } else {
-                    CircuitState::Closed { failures }
-                }
-            }
-            // While open nothing closes it early: a success is a call that was already in
-            // flight. Failures are counted but do not extend the cooldown.
-            (
-                CircuitState::Open {
-                    since,
-                    until,
-                    failures,
-                },
-                success,
-                _,
-            ) => CircuitState::Open {
-                since,
-                until,
-                failures: if success {
-                    failures
-                } else {
-                    failures.saturating_add(1)
-                },
-            },
-            // Half-open: the probe is the trial. Success closes, failure re-opens.
-            (CircuitState::HalfOpen { .. }, true, Source::Probe) => {
-                CircuitState::Closed { failures: 0 }
-            }
-            (CircuitState::HalfOpen { failures, .. }, false, Source::Probe) => CircuitState::Open {
-                since: now,
-                until: now + cooldown,
-                failures: failures.saturating_add(1),
-            },
-            // A query outcome in half-open comes from a call started before the circuit opened;
-            // it does not decide anything.
-            (s @ CircuitState::HalfOpen { .. }, _, Source::Query) => s,
+    /// Opens a closed circuit for one cooldown; returns whether it changed.
+    pub fn open(&mut self, now: Instant) -> bool {
+        if self.state != CircuitState::Closed {
+            return false;
+        }
+        self.state = CircuitState::Open {
+            since: now,
+            until: now + self.cooldown,
         };
-        before != self.status(now)
+        true
+    }
+
+    /// The actor's probe succeeded: the trial a half-open circuit waits for. An open circuit
+    /// keeps its cooldown (the probe proves the connection, not that calls succeed again).
+    pub fn probe_succeeded(&mut self, now: Instant) -> bool {
+        self.tick(now);
+        if let CircuitState::HalfOpen { .. } = self.state {
+            self.state = CircuitState::Closed;
+            return true;
+        }
+        false
+    }
+
+    /// The actor reconnected after losing its connection: whatever failed before came from
+    /// the old one. Closes the circuit at once.
+    pub fn reconnected(&mut self) -> bool {
+        let changed = self.state != CircuitState::Closed;
+        self.state = CircuitState::Closed;
+        changed
     }
 }
 
@@ -207,78 +230,82 @@ mod tests {
         Circuit::new(3, Duration::from_secs(10), Duration::from_millis(500))
     }
 
-    #[test]
-    fn a_cooldown_too_long_for_the_clock_is_clamped_not_a_panic() {
-        let t = Instant::now();
-        let mut c = Circuit::new(1, Duration::MAX, Duration::from_millis(500));
-        assert!(c.record(false, Source::Probe, t));
-        assert_eq!(c.check(t), Err(MAX_SUPERVISION_DELAY));
+    fn window(outcomes: &[bool], size: u32) -> Window {
+        outcomes
+            .iter()
+            .fold(Window::default(), |w, failed| w.record(*failed, size))
     }
 
     #[test]
-    fn opens_after_threshold_consecutive_failures() {
-        let t = Instant::now();
-        let mut c = circuit();
-        assert!(!c.record(false, Source::Query, t));
-        assert!(!c.record(false, Source::Probe, t));
-        assert_eq!(c.check(t), Ok(()));
-        assert!(c.record(false, Source::Query, t));
-        assert_eq!(c.status(t), CircuitStatus::Open);
-        assert_eq!(
-            c.check(t + Duration::from_secs(4)),
-            Err(Duration::from_secs(6))
+    fn a_window_keeps_the_last_outcomes() {
+        let w = window(&[true, true, false, true], 6);
+        assert_eq!((w.len(), w.failures()), (4, 3));
+        // Older outcomes fall out once the window is full.
+        let w = window(
+            &[true, true, true, false, false, false, false, false, false],
+            6,
         );
-        assert_eq!(c.opened_at(), Some(t));
+        assert_eq!((w.len(), w.failures()), (6, 0));
+        let full = window(&[true; 100], 2 * MAX_THRESHOLD);
+        assert_eq!((full.len(), full.failures()), (56, 56));
+        assert_eq!(Window::from_bits(full.to_bits()), full);
     }
 
     #[test]
-    fn a_success_resets_the_count() {
-        let t = Instant::now();
-        let mut c = circuit();
-        c.record(false, Source::Query, t);
-        c.record(false, Source::Query, t);
-        c.record(true, Source::Query, t);
-        assert!(c.is_clean());
-        c.record(false, Source::Query, t);
-        c.record(false, Source::Query, t);
-        assert_eq!(c.status(t), CircuitStatus::Closed);
-        assert_eq!(c.failures(), 2);
+    fn failures_weighed_against_successes_open_it() {
+        let c = circuit();
+        // Three failures among the last six calls, however interleaved with successes: open.
+        assert!(c.trips(window(&[true, false, true, false, false, true], 6)));
+        // A success never wipes out the failures before it.
+        assert!(!c.trips(window(&[true, true, false], 6)));
+        assert!(c.trips(window(&[true, true, false, true], 6)));
+        // Sporadic failures fall out of the window before they add up.
+        let sporadic: Vec<bool> = (0..60).map(|i| i % 4 == 0).collect();
+        assert!(!c.trips(window(&sporadic, 6)));
     }
 
     #[test]
     fn cooldown_leads_to_half_open_and_only_a_probe_closes() {
         let t = Instant::now();
         let mut c = circuit();
-        for _ in 0..3 {
-            c.record(false, Source::Query, t);
-        }
-        // Successes of in-flight calls do not close an open circuit.
-        assert!(!c.record(true, Source::Query, t + Duration::from_secs(1)));
+        assert!(c.open(t));
+        assert!(!c.open(t), "opening an open circuit changes nothing");
+        assert_eq!(
+            c.check(t + Duration::from_secs(4)),
+            Err(Duration::from_secs(6))
+        );
+        assert_eq!(c.opened_at(), Some(t));
+        // The probe proves the connection, not that calls succeed: the cooldown stands.
+        assert!(!c.probe_succeeded(t + Duration::from_secs(1)));
         assert_eq!(c.status(t + Duration::from_secs(1)), CircuitStatus::Open);
 
         let later = t + Duration::from_secs(10);
         assert_eq!(c.status(later), CircuitStatus::HalfOpen);
         assert_eq!(c.check(later), Err(Duration::from_millis(500)));
-        assert!(c.tick(later));
-        // A query success while half-open decides nothing.
-        assert!(!c.record(true, Source::Query, later));
-        assert_eq!(c.status(later), CircuitStatus::HalfOpen);
-        assert!(c.record(true, Source::Probe, later));
+        assert!(c.probe_succeeded(later));
         assert_eq!(c.status(later), CircuitStatus::Closed);
-        assert!(c.is_clean());
+        assert!(c.is_closed());
     }
 
     #[test]
-    fn a_failed_trial_reopens_for_another_cooldown() {
+    fn a_reconnect_closes_it_at_once() {
         let t = Instant::now();
         let mut c = circuit();
-        for _ in 0..3 {
-            c.record(false, Source::Probe, t);
-        }
-        let later = t + Duration::from_secs(11);
-        assert!(c.record(false, Source::Probe, later));
-        assert_eq!(c.status(later), CircuitStatus::Open);
-        assert_eq!(c.check(later), Err(Duration::from_secs(10)));
-        assert_eq!(c.opened_at(), Some(later));
+        c.open(t);
+        assert!(c.reconnected());
+        assert_eq!(c.check(t), Ok(()));
+        assert!(!c.reconnected());
+    }
+
+    #[test]
+    fn a_cooldown_too_long_for_the_clock_is_clamped_not_a_panic() {
+        let t = Instant::now();
+        let mut c = Circuit::new(1, Duration::MAX, Duration::from_millis(500));
+        assert!(c.open(t));
+        assert_eq!(c.check(t), Err(MAX_SUPERVISION_DELAY));
+        assert_eq!(
+            Circuit::new(1000, Duration::ZERO, Duration::ZERO).threshold(),
+            MAX_THRESHOLD
+        );
     }
 }

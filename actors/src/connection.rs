@@ -47,8 +47,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::{
     backoff::Backoff,
-    breaker::{BreakerActor, CircuitBoard, Outcome},
-    circuit::Source,
+    breaker::{BreakerActor, CircuitBoard, ProbeSucceeded, Reconnected, Trip},
+    circuit::CircuitStatus,
     error::{Database, TimeoutPhase, WardenError},
     health::{ComponentReport, ComponentUpdate, ConnState, HealthActor},
     settings::{BackoffSettings, RetrySettings},
@@ -293,8 +293,8 @@ impl<C: Clone + 'static> Admitted<C> {
             .attempts((client, generation), deadline, &mut attempt)
             .await;
         match &result {
-            Ok(_) => link.report(true),
-            Err(e) if e.counts_against_circuit() => link.report(false),
+            Ok(_) => link.report(None),
+            Err(e) if e.counts_against_circuit() => link.report(Some(e)),
             Err(_) => {}
         }
         result
@@ -453,48 +453,47 @@ impl<C: Clone + 'static> Link<C> {
         self.admit_with(|_, _| ()).err()
     }
 
-    /// The refusals that cost nothing: stopped for good, an open circuit, no connection. The
-    /// circuit comes before the connection, so that an open circuit says so whatever the
-    /// connection is doing; only a stopped actor, which no wait will bring back, says so first.
+    /// The refusals that cost nothing: stopped for good, no connection, an open circuit. A
+    /// lost connection is the actor's to report (`Unavailable`, with the time of its next
+    /// attempt), so it comes before the circuit: the circuit may have opened from the calls
+    /// that failed as the connection went, and says nothing about when calls can flow again
+    /// (the reconnect closes it).
     fn admit_with<R>(&self, admitted: impl FnOnce(&C, u64) -> R) -> Result<R, WardenError> {
         let now = Instant::now();
         let state = self.state.load();
-        if matches!(**state, LinkState::Stopped) {
-            return Err(WardenError::Stopped {
-                database: self.database,
-            });
-        }
+        let (client, generation) = match &**state {
+            LinkState::Connected { client, generation } => (client, *generation),
+            LinkState::Connecting { until } | LinkState::Backoff { until } => {
+                return Err(WardenError::Unavailable {
+                    database: self.database,
+                    retry_after: until.saturating_duration_since(now),
+                })
+            }
+            LinkState::Stopped => {
+                return Err(WardenError::Stopped {
+                    database: self.database,
+                })
+            }
+        };
         if let Err(retry_after) = self.board.get(self.database).check(now) {
             return Err(WardenError::CircuitOpen {
                 database: self.database,
                 retry_after,
             });
         }
-        match &**state {
-            LinkState::Connected { client, generation } => Ok(admitted(client, *generation)),
-            LinkState::Connecting { until } | LinkState::Backoff { until } => {
-                Err(WardenError::Unavailable {
-                    database: self.database,
-                    retry_after: until.saturating_duration_since(now),
-                })
-            }
-            LinkState::Stopped => Err(WardenError::Stopped {
-                database: self.database,
-            }),
-        }
+        Ok(admitted(client, generation))
     }
 
-    /// Feeds the breaker. A success on a clean circuit changes nothing, so it is not sent:
-    /// the common path costs one atomic load.
-    fn report(&self, success: bool) {
-        if success && self.board.get(self.database).is_clean() {
-            return;
+    /// Records a call's outcome on the board (`failure`: what it failed with). Only the call
+    /// whose failure fills the window sends the breaker a message, so a storm of failing calls
+    /// never grows a mailbox; a success with a clean window costs one atomic load.
+    fn report(&self, failure: Option<&WardenError>) {
+        if self.board.record_call(self.database, failure.is_some()) {
+            self.breaker.do_send(Trip {
+                database: self.database,
+                cause: failure.map(ToString::to_string).unwrap_or_default(),
+            });
         }
-        self.breaker.do_send(Outcome {
-            database: self.database,
-            success,
-            source: Source::Query,
-        });
     }
 
     /// Calls in flight right now.
@@ -671,12 +670,13 @@ impl<D: Driver> ConnectionActor<D> {
         }
     }
 
-    fn feed_breaker(&self, success: bool) {
-        self.breaker.do_send(Outcome {
-            database: D::DATABASE,
-            success,
-            source: Source::Probe,
-        });
+    /// A successful probe is the trial a half-open circuit waits for; told only then, so the
+    /// breaker hears from a probe at most once per probe interval.
+    fn probe_succeeded(&self) {
+        let circuit = self.link.board.get(D::DATABASE);
+        if circuit.status(Instant::now()) == CircuitStatus::HalfOpen {
+            self.breaker.do_send(ProbeSucceeded(D::DATABASE));
+        }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -722,7 +722,8 @@ impl<D: Driver> ConnectionActor<D> {
         self.report.last_ok_at = Some(Utc::now());
         self.report.last_error = None;
         self.report.consecutive_failures = 0;
-        self.feed_breaker(true);
+        // Whatever failed before came from a connection that is gone.
+        self.breaker.do_send(Reconnected(D::DATABASE));
         self.set_state(ConnState::Connected);
     }
 
@@ -742,7 +743,6 @@ impl<D: Driver> ConnectionActor<D> {
         self.phase = Phase::Backoff {
             restart: ctx.run_later(delay, |_, ctx| ctx.stop()),
         };
-        self.feed_breaker(false);
         self.report.consecutive_failures = self.report.consecutive_failures.saturating_add(1);
         self.report.last_error = Some(err.to_string());
         self.report.next_attempt_at =
@@ -799,7 +799,7 @@ impl<D: Driver> ConnectionActor<D> {
                     act.report.latency = Some(started.elapsed());
                     act.report.last_ok_at = Some(Utc::now());
                     act.report.consecutive_failures = 0;
-                    act.feed_breaker(true);
+                    act.probe_succeeded();
                     act.push_health();
                 }
                 Err(err) => act.on_failure(err, ctx),
@@ -946,8 +946,12 @@ mod tests {
     /// A link with one call slot and a 200 ms call deadline, fed to a real breaker.
     fn one_slot_link() -> Arc<Link<()>> {
         let circuit = crate::Circuit::new(5, Duration::from_secs(30), Duration::from_secs(1));
-        let health = HealthActor::new(&[(Database::Postgres, Duration::from_secs(1), circuit)]);
-        let breaker = BreakerActor::new(circuit, circuit, health.start());
+        let board = Arc::new(CircuitBoard::new(circuit, circuit));
+        let health = HealthActor::new(
+            &[(Database::Postgres, Duration::from_secs(1), circuit)],
+            board.clone(),
+        );
+        let breaker = BreakerActor::new(board, health.start());
         let board = breaker.board();
         let timings = Timings {
             connect_timeout: Duration::from_secs(1),

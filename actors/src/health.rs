@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::{
-    circuit::{Circuit, CircuitStatus},
+    breaker::CircuitBoard,
+    circuit::{Circuit, CircuitStatus, Window},
     error::Database,
 };
 
@@ -104,13 +105,18 @@ struct Entry {
     report: ComponentReport,
     reported_at: Instant,
     circuit: Circuit,
+    /// The failure that opened the circuit, while it is not closed.
+    cause: Option<String>,
     stale_after: Duration,
 }
 
-/// The published state: replaced whole on every update.
+/// The published state: replaced whole on every update. Call outcomes are read from the
+/// circuit board when the view is taken: they change with every call, which no message could
+/// keep up with.
 #[derive(Debug, Clone, Default)]
 pub struct HealthSnapshot {
     entries: BTreeMap<Database, Entry>,
+    board: Option<Arc<CircuitBoard>>,
 }
 
 /// The circuit part of a component's health.
@@ -118,8 +124,12 @@ pub struct HealthSnapshot {
 pub struct CircuitHealth {
     /// `closed`, `open` or `half_open`.
     pub state: CircuitStatus,
-    /// Consecutive failures counted by the breaker.
-    pub consecutive_failures: u32,
+    /// Failed calls among the last `window` (while closed; the circuit opens at `threshold`).
+    pub recent_failures: u32,
+    /// How many of the last calls are weighed.
+    pub window: u32,
+    /// Failures in the window that open the circuit.
+    pub threshold: u32,
     /// When the circuit opened (null while closed).
     pub opened_at: Option<DateTime<Utc>>,
     /// How long callers are told to wait (null while closed).
@@ -147,6 +157,9 @@ pub struct ComponentHealth {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The database's circuit.
     pub circuit: CircuitHealth,
+    /// Why the component is unhealthy (`null` when healthy): the connection state, the
+    /// backoff and its error, or the circuit and the failure that opened it.
+    pub reason: Option<String>,
 }
 
 /// The whole health picture at one instant.
@@ -186,14 +199,21 @@ impl HealthSnapshot {
         let components = self
             .entries
             .iter()
-            .map(|(db, e)| (*db, e.view(now, wall)))
+            .map(|(db, e)| {
+                let window = self
+                    .board
+                    .as_ref()
+                    .map(|b| b.window(*db))
+                    .unwrap_or_default();
+                (*db, e.view(now, wall, window))
+            })
             .collect();
         HealthView { components }
     }
 }
 
 impl Entry {
-    fn view(&self, now: Instant, wall: DateTime<Utc>) -> ComponentHealth {
+    fn view(&self, now: Instant, wall: DateTime<Utc>, window: Window) -> ComponentHealth {
         let r = &self.report;
         let stale = r.state != ConnState::Stopped
             && now.duration_since(self.reported_at) > self.stale_after;
@@ -213,7 +233,9 @@ impl Entry {
         };
         let circuit = CircuitHealth {
             state: circuit_status,
-            consecutive_failures: self.circuit.failures(),
+            recent_failures: window.failures(),
+            window: self.circuit.window_size(),
+            threshold: self.circuit.threshold(),
             opened_at: self.circuit.opened_at().map(to_wall),
             retry_after_ms: self
                 .circuit
@@ -221,10 +243,12 @@ impl Entry {
                 .err()
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         };
+        let healthy =
+            status == ComponentStatus::Connected && circuit_status == CircuitStatus::Closed;
+        let reason = (!healthy).then(|| self.reason(status, &circuit, now));
         ComponentHealth {
             status,
-            healthy: status == ComponentStatus::Connected
-                && circuit_status == CircuitStatus::Closed,
+            healthy,
             latency_ms: r.latency.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
             last_ok_at: r.last_ok_at,
             last_error: r.last_error.clone(),
@@ -232,6 +256,51 @@ impl Entry {
             restarts: r.restarts,
             next_attempt_at: r.next_attempt_at,
             circuit,
+            reason,
+        }
+    }
+
+    /// One line that says why an unhealthy component is unhealthy.
+    fn reason(&self, status: ComponentStatus, circuit: &CircuitHealth, now: Instant) -> String {
+        let r = &self.report;
+        let error = r.last_error.as_deref();
+        match status {
+            ComponentStatus::Stale => format!(
+                "no report from the actor for {}s: its thread may be blocked",
+                now.saturating_duration_since(self.reported_at).as_secs()
+            ),
+            ComponentStatus::Stopped => error.unwrap_or("stopped").to_owned(),
+            ComponentStatus::Backoff => {
+                let next = r.next_attempt_at.map_or(String::new(), |at| {
+                    let ms = (at - Utc::now()).num_milliseconds().max(0);
+                    format!("; next attempt in {ms}ms")
+                });
+                format!("backing off after: {}{next}", error.unwrap_or("a failure"))
+            }
+            ComponentStatus::Connecting => match error {
+                Some(e) => format!("connecting; the last attempt failed: {e}"),
+                None => "connecting".to_owned(),
+            },
+            ComponentStatus::Connected => {
+                let cause = self
+                    .cause
+                    .as_deref()
+                    .map_or(String::new(), |c| format!(" (the last: {c})"));
+                match circuit.state {
+                    CircuitStatus::HalfOpen => format!(
+                        "circuit half-open: the next successful probe closes it; {} of the last \
+                         {} calls had failed{cause}",
+                        circuit.threshold, circuit.window
+                    ),
+                    _ => format!(
+                        "circuit open: {} of the last {} calls failed{cause}; calls are refused \
+                         for {}ms",
+                        circuit.threshold,
+                        circuit.window,
+                        circuit.retry_after_ms.unwrap_or(0)
+                    ),
+                }
+            }
         }
     }
 }
@@ -275,6 +344,8 @@ pub struct CircuitUpdate {
     pub database: Database,
     /// Its state.
     pub circuit: Circuit,
+    /// The failure that opened it (when it opened).
+    pub cause: Option<String>,
 }
 
 /// Asks for the current view.
@@ -290,8 +361,9 @@ pub struct HealthActor {
 
 impl HealthActor {
     /// A health actor expecting both databases, each with its probe interval (a database is
-    /// `stale` after 3 of them without a report) and an initial closed circuit.
-    pub fn new(databases: &[(Database, Duration, Circuit)]) -> Self {
+    /// `stale` after 3 of them without a report) and an initial closed circuit, reading recent
+    /// call outcomes from `board`.
+    pub fn new(databases: &[(Database, Duration, Circuit)], board: Arc<CircuitBoard>) -> Self {
         let now = Instant::now();
         let entries = databases
             .iter()
@@ -302,12 +374,16 @@ impl HealthActor {
                         report: ComponentReport::default(),
                         reported_at: now,
                         circuit: *circuit,
+                        cause: None,
                         stale_after: *probe_interval * 3,
                     },
                 )
             })
             .collect();
-        let snapshot = HealthSnapshot { entries };
+        let snapshot = HealthSnapshot {
+            entries,
+            board: Some(board),
+        };
         let published = Arc::new(ArcSwap::from_pointee(snapshot.clone()));
         Self {
             snapshot,
@@ -352,6 +428,9 @@ impl Handler<CircuitUpdate> for HealthActor {
     fn handle(&mut self, msg: CircuitUpdate, _: &mut Self::Context) {
         if let Some(entry) = self.snapshot.entries.get_mut(&msg.database) {
             entry.circuit = msg.circuit;
+            if msg.cause.is_some() || msg.circuit.is_closed() {
+                entry.cause = msg.cause;
+            }
             self.publish();
         }
     }
@@ -368,7 +447,6 @@ impl Handler<GetHealth> for HealthActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::circuit::Source;
 
     fn entry(state: ConnState, reported_ago: Duration) -> Entry {
         Entry {
@@ -378,36 +456,62 @@ mod tests {
             },
             reported_at: Instant::now() - reported_ago,
             circuit: Circuit::new(2, Duration::from_secs(30), Duration::from_secs(1)),
+            cause: None,
             stale_after: Duration::from_secs(6),
         }
     }
 
+    fn view(e: &Entry) -> ComponentHealth {
+        e.view(Instant::now(), Utc::now(), Window::default())
+    }
+
     #[test]
     fn a_silent_component_is_stale_and_unhealthy() {
-        let fresh =
-            entry(ConnState::Connected, Duration::from_secs(1)).view(Instant::now(), Utc::now());
+        let fresh = view(&entry(ConnState::Connected, Duration::from_secs(1)));
         assert_eq!(fresh.status, ComponentStatus::Connected);
         assert!(fresh.healthy);
-        let old =
-            entry(ConnState::Connected, Duration::from_secs(7)).view(Instant::now(), Utc::now());
+        assert_eq!(fresh.reason, None);
+        let old = view(&entry(ConnState::Connected, Duration::from_secs(7)));
         assert_eq!(old.status, ComponentStatus::Stale);
         assert!(!old.healthy);
+        assert!(old.reason.unwrap().contains("no report"));
         // A stopped actor stays `stopped`, however long ago it said so.
-        let stopped =
-            entry(ConnState::Stopped, Duration::from_secs(70)).view(Instant::now(), Utc::now());
+        let stopped = view(&entry(ConnState::Stopped, Duration::from_secs(70)));
         assert_eq!(stopped.status, ComponentStatus::Stopped);
     }
 
     #[test]
-    fn an_open_circuit_makes_a_connected_component_unhealthy() {
+    fn an_open_circuit_makes_a_connected_component_unhealthy_and_says_why() {
         let mut e = entry(ConnState::Connected, Duration::ZERO);
-        let now = Instant::now();
-        e.circuit.record(false, Source::Query, now);
-        e.circuit.record(false, Source::Query, now);
-        let v = e.view(Instant::now(), Utc::now());
+        e.circuit.open(Instant::now());
+        e.cause = Some("postgres query timed out after 300ms".into());
+        let v = view(&e);
         assert_eq!(v.circuit.state, CircuitStatus::Open);
         assert!(!v.healthy);
         assert!(v.circuit.retry_after_ms.unwrap() > 29_000);
         assert!(v.circuit.opened_at.is_some());
+        let reason = v.reason.unwrap();
+        assert!(
+            reason.contains("circuit open") && reason.contains("timed out"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn every_unhealthy_state_says_why() {
+        let mut backoff = entry(ConnState::Backoff, Duration::ZERO);
+        backoff.report.last_error = Some("connection refused".into());
+        backoff.report.next_attempt_at = Some(Utc::now() + chrono::Duration::seconds(4));
+        let reason = view(&backoff).reason.unwrap();
+        assert!(
+            reason.contains("connection refused") && reason.contains("next attempt in"),
+            "{reason}"
+        );
+        assert_eq!(
+            view(&entry(ConnState::Connecting, Duration::ZERO))
+                .reason
+                .as_deref(),
+            Some("connecting")
+        );
     }
 }

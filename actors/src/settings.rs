@@ -267,7 +267,10 @@ impl Default for RetrySettings {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSettings {
-    /// Consecutive transient or connection failures that open the circuit.
+    /// Failed calls among the last `2 × failure_threshold` that open the circuit (1 to
+    /// [`MAX_THRESHOLD`](crate::circuit::MAX_THRESHOLD)). Only failures that say something
+    /// about the database count: timeouts, connection errors, overload; not contention or a
+    /// caller's mistakes.
     pub failure_threshold: u32,
     /// How long an open circuit refuses calls before the next probe may close it; at most
     /// [`MAX_SUPERVISION_DELAY`].
@@ -485,6 +488,13 @@ impl WardenSettings {
         }
 
         positive("breaker.failure_threshold", self.breaker.failure_threshold)?;
+        if self.breaker.failure_threshold > crate::circuit::MAX_THRESHOLD {
+            return Err(SettingsError::new(
+                "breaker.failure_threshold",
+                self.breaker.failure_threshold,
+                format!("must be at most {}", crate::circuit::MAX_THRESHOLD),
+            ));
+        }
         bounded(
             "breaker.cooldown",
             self.breaker.cooldown,

@@ -7,9 +7,9 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::{
-    neo4j, postgres, BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle,
-    Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle, SettingsError, Shutdown,
-    WardenSettings,
+    breaker::CircuitBoard, neo4j, postgres, BreakerActor, CallHandle, Circuit, Database,
+    HealthActor, HealthHandle, Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle,
+    SettingsError, Shutdown, WardenSettings,
 };
 
 /// The four running actors. Both database actors and the breaker share one dedicated arbiter
@@ -60,23 +60,26 @@ impl Warden {
         let neo4j_circuit = circuit(settings.neo4j.probe_interval);
         let pg_circuit = circuit(settings.postgres.probe_interval);
 
-        let health_actor = HealthActor::new(&[
-            (
-                Database::Neo4j,
-                settings.neo4j.probe_interval,
-                neo4j_circuit,
-            ),
-            (
-                Database::Postgres,
-                settings.postgres.probe_interval,
-                pg_circuit,
-            ),
-        ]);
+        let board = Arc::new(CircuitBoard::new(neo4j_circuit, pg_circuit));
+        let health_actor = HealthActor::new(
+            &[
+                (
+                    Database::Neo4j,
+                    settings.neo4j.probe_interval,
+                    neo4j_circuit,
+                ),
+                (
+                    Database::Postgres,
+                    settings.postgres.probe_interval,
+                    pg_circuit,
+                ),
+            ],
+            board.clone(),
+        );
         let health_handle = health_actor.handle();
         let health = HealthActor::start_in_arbiter(&handle, move |_| health_actor);
 
-        let breaker_actor = BreakerActor::new(neo4j_circuit, pg_circuit, health.clone());
-        let board = breaker_actor.board();
+        let breaker_actor = BreakerActor::new(board.clone(), health.clone());
         let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
 
         let (fatal_tx, fatal) = watch::channel(None);
