@@ -467,7 +467,9 @@ fn http_errors_are_json() {
 }
 
 /// An actor that dies from a bug (a panic in a handler) is shown `stopped`, and the daemon
-/// exits with 70 so that systemd restarts it, instead of limping on without that database.
+/// exits with 70 so that systemd restarts it, instead of limping on without that database. The
+/// breaker and health are guarded the same way: a dead breaker would leave its circuits as they
+/// were for ever (a half-open one refusing every call), a dead health actor a frozen snapshot.
 #[test]
 fn a_panicking_actor_stops_the_daemon() {
     let pg = PgServer::start();
@@ -476,19 +478,25 @@ fn a_panicking_actor_stops_the_daemon() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut env = fast_env(&format!("bolt://{}", nowhere()), &pg.url());
-        env.push(("WARDEN_FAULT_CRASH", "postgres:1500ms".into()));
-        let mut d = Daemon::spawn(&[], &env);
-        eventually(Duration::from_secs(10), "postgres connected", || async {
-            let c = component(&d, "postgres").await?;
-            (c["status"] == "connected").then_some(())
-        })
-        .await;
-        let status = d.wait_exit(Duration::from_secs(10));
-        assert_eq!(status.code(), Some(70), "{}", d.logs());
-        let logs = d.logs();
-        assert!(logs.contains("postgres actor panicked"), "{logs}");
-        assert!(logs.contains("an actor died"), "{logs}");
+        for (actor, said) in [
+            ("postgres", "postgres actor panicked"),
+            ("breaker", "breaker actor panicked"),
+            ("health", "health actor panicked"),
+        ] {
+            let mut env = fast_env(&format!("bolt://{}", nowhere()), &pg.url());
+            env.push(("WARDEN_FAULT_CRASH", format!("{actor}:1500ms")));
+            let mut d = Daemon::spawn(&[], &env);
+            eventually(Duration::from_secs(10), "postgres connected", || async {
+                let c = component(&d, "postgres").await?;
+                (c["status"] == "connected").then_some(())
+            })
+            .await;
+            let status = d.wait_exit(Duration::from_secs(10));
+            assert_eq!(status.code(), Some(70), "{actor}: {}", d.logs());
+            let logs = d.logs();
+            assert!(logs.contains(said), "{actor}: {logs}");
+            assert!(logs.contains("an actor died"), "{actor}: {logs}");
+        }
     });
 }
 

@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 use crate::{
     circuit::{Circuit, CircuitStatus, Window},
     error::Database,
+    guard::DeathGuard,
     health::{CircuitUpdate, HealthActor},
 };
 
@@ -139,12 +140,24 @@ pub struct GetCircuit(pub Database);
 pub struct BreakerActor {
     board: Arc<CircuitBoard>,
     health: Addr<HealthActor>,
+    /// Fires warden's fatal signal if this actor dies (see `guard.rs`).
+    _guard: Option<DeathGuard>,
 }
 
 impl BreakerActor {
     /// A breaker over `board` (whose circuits start closed), reporting to `health`.
     pub fn new(board: Arc<CircuitBoard>, health: Addr<HealthActor>) -> Self {
-        Self { board, health }
+        Self {
+            board,
+            health,
+            _guard: None,
+        }
+    }
+
+    /// Fires `guard` if the actor dies.
+    pub(crate) fn guarded(mut self, guard: DeathGuard) -> Self {
+        self._guard = Some(guard);
+        self
     }
 
     /// The board calls read and record on.

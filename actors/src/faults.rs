@@ -24,6 +24,24 @@ impl<D: crate::connection::Driver> actix::Handler<Crash> for crate::connection::
     }
 }
 
+#[cfg(feature = "fault-injection")]
+impl actix::Handler<Crash> for crate::BreakerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
+        panic!("injected fault: the breaker actor was told to crash");
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl actix::Handler<Crash> for crate::HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
+        panic!("injected fault: the health actor was told to crash");
+    }
+}
+
 /// Holds the receiving database actor's thread, and so the whole dedicated arbiter (both
 /// database actors, the breaker, health), from the moment it says so on `entered` until
 /// `release` gets a message or is disconnected.
@@ -47,8 +65,8 @@ impl<D: crate::connection::Driver> actix::Handler<Stall> for crate::connection::
     }
 }
 
-/// Reads `WARDEN_FAULT_CRASH=<neo4j|postgres>:<delay>` and, when set, crashes that actor after
-/// the delay. Does nothing without the `fault-injection` feature.
+/// Reads `WARDEN_FAULT_CRASH=<neo4j|postgres|breaker|health>:<delay>` and, when set, crashes
+/// that actor after the delay. Does nothing without the `fault-injection` feature.
 pub fn arm_from_env(warden: &Warden) {
     #[cfg(feature = "fault-injection")]
     {
@@ -64,11 +82,15 @@ pub fn arm_from_env(warden: &Warden) {
         tracing::warn!(database, ?delay, "fault injection armed");
         let neo4j = warden.neo4j.clone();
         let postgres = warden.postgres.clone();
-        let database = database.to_owned();
+        let breaker = warden.breaker.clone();
+        let health = warden.health.clone();
+        let actor = database.to_owned();
         actix::spawn(async move {
             tokio::time::sleep(delay).await;
-            match database.as_str() {
+            match actor.as_str() {
                 "neo4j" => neo4j.do_send(Crash),
+                "breaker" => breaker.do_send(Crash),
+                "health" => health.do_send(Crash),
                 _ => postgres.do_send(Crash),
             }
         });

@@ -21,6 +21,7 @@ use crate::{
     breaker::CircuitBoard,
     circuit::{Circuit, CircuitStatus, Window},
     error::Database,
+    guard::DeathGuard,
 };
 
 /// A database connection's lifecycle state, as reported by its actor.
@@ -357,6 +358,8 @@ pub struct GetHealth;
 pub struct HealthActor {
     snapshot: HealthSnapshot,
     published: Arc<ArcSwap<HealthSnapshot>>,
+    /// Fires warden's fatal signal if this actor dies (see `guard.rs`).
+    _guard: Option<DeathGuard>,
 }
 
 impl HealthActor {
@@ -388,7 +391,14 @@ impl HealthActor {
         Self {
             snapshot,
             published,
+            _guard: None,
         }
+    }
+
+    /// Fires `guard` if the actor dies.
+    pub(crate) fn guarded(mut self, guard: DeathGuard) -> Self {
+        self._guard = Some(guard);
+        self
     }
 
     /// The reader for HTTP workers; valid for the actor's whole life.

@@ -37,6 +37,7 @@ pub mod circuit;
 pub mod connection;
 pub mod error;
 pub mod faults;
+pub(crate) mod guard;
 pub mod handle;
 pub mod health;
 pub(crate) mod io;

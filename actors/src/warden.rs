@@ -1,14 +1,20 @@
 //! [`Warden`]: starts the four actors in the current actix `System`, on one dedicated arbiter,
 //! and shuts them down in order.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::{
-    breaker::CircuitBoard, neo4j, postgres, BreakerActor, CallHandle, Circuit, Database,
-    HealthActor, HealthHandle, Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle,
+    breaker::CircuitBoard, guard::DeathGuard, neo4j, postgres, BreakerActor, CallHandle, Circuit,
+    Database, HealthActor, HealthHandle, Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle,
     SettingsError, Shutdown, WardenSettings,
 };
 
@@ -32,8 +38,15 @@ pub struct Warden {
     postgres_handle: PostgresHandle,
     neo4j_handle: Neo4jHandle,
     fatal: watch::Receiver<Option<String>>,
+    /// Set before an orderly stop, so that the breaker's and health's guards stay quiet.
+    stopping: Arc<AtomicBool>,
+    /// `shutdown` ran (or `drop` started it): nothing left to stop.
+    stopped: AtomicBool,
     arbiter: Arbiter,
 }
+
+/// How long calls still in flight get when a `Warden` is dropped without `shutdown`.
+pub const DROP_DRAIN: Duration = Duration::from_secs(1);
 
 impl Warden {
     /// Validates the settings, reads secret files, and starts the four actors in the current
@@ -76,14 +89,18 @@ impl Warden {
             ],
             board.clone(),
         );
-        let health_handle = health_actor.handle();
-        let health = HealthActor::start_in_arbiter(&handle, move |_| health_actor);
-
-        let breaker_actor = BreakerActor::new(board.clone(), health.clone());
-        let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
-
         let (fatal_tx, fatal) = watch::channel(None);
         let fatal_tx = Arc::new(fatal_tx);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let guard = |actor| DeathGuard::new(actor, fatal_tx.clone(), stopping.clone());
+
+        let health_handle = health_actor.handle();
+        let health_actor = health_actor.guarded(guard("health"));
+        let health = HealthActor::start_in_arbiter(&handle, move |_| health_actor);
+
+        let breaker_actor =
+            BreakerActor::new(board.clone(), health.clone()).guarded(guard("breaker"));
+        let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
 
         let pg = PostgresActor::new(
             pg_driver,
@@ -118,6 +135,8 @@ impl Warden {
             health,
             health_handle,
             fatal,
+            stopping,
+            stopped: AtomicBool::new(false),
             arbiter,
         })
     }
@@ -139,8 +158,9 @@ impl Warden {
         self.neo4j_handle.clone()
     }
 
-    /// Resolves when a database actor has stopped for good without an orderly shutdown (it
-    /// died from a bug), with the reason. An embedding application should treat it as fatal.
+    /// Resolves when an actor (either database actor, the breaker or health) has stopped for
+    /// good without an orderly shutdown (it died from a bug), with the reason. An embedding
+    /// application should treat it as fatal.
     pub async fn fatal(&self) -> String {
         let mut rx = self.fatal.clone();
         loop {
@@ -154,13 +174,44 @@ impl Warden {
         }
     }
 
-    /// Stops taking calls, lets calls in flight finish within `timeout`, and closes both
-    /// clients. Health shows both databases `stopped` afterwards.
+    /// Stops taking calls, lets calls in flight finish within `timeout`, closes both clients
+    /// and stops the actors' thread. Health shows both databases `stopped` afterwards. Returns
+    /// within `timeout` even when an actor does not answer (its thread is blocked): the thread
+    /// is told to stop all the same.
     pub async fn shutdown(&self, timeout: Duration) {
         let neo4j = self.neo4j.send(Shutdown { timeout });
         let postgres = self.postgres.send(Shutdown { timeout });
         // A mailbox error means the actor is already gone, which is what we want.
-        let _ = futures_util::future::join(neo4j, postgres).await;
+        let both = futures_util::future::join(neo4j, postgres);
+        if tokio::time::timeout(timeout, both).await.is_err() {
+            tracing::warn!(?timeout, "an actor did not finish shutting down in time");
+        }
+        self.stopped.store(true, Ordering::Release);
+        self.stopping.store(true, Ordering::Release);
         self.arbiter.stop();
+    }
+}
+
+/// A `Warden` dropped without [`Warden::shutdown`] stops all the same, in the background:
+/// calls in flight get [`DROP_DRAIN`], the pools close, the actors' thread and the I/O threads
+/// end. Dropping never blocks.
+impl Drop for Warden {
+    fn drop(&mut self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stopping.store(true, Ordering::Release);
+        let neo4j = self.neo4j.clone();
+        let postgres = self.postgres.clone();
+        let timeout = DROP_DRAIN;
+        // Runs on the actors' own thread, which it stops when done; if that thread is gone
+        // already, there is nothing left to stop.
+        self.arbiter.spawn(async move {
+            let neo4j = neo4j.send(Shutdown { timeout });
+            let postgres = postgres.send(Shutdown { timeout });
+            let both = futures_util::future::join(neo4j, postgres);
+            let _ = tokio::time::timeout(timeout, both).await;
+            actix::Arbiter::current().stop();
+        });
     }
 }
