@@ -177,7 +177,18 @@ async fn ping(graph: &Graph) -> Result<(), neo4rs::Error> {
 impl actix::Handler<Cypher> for Neo4jActor {
     type Result = Reply<Result<Rows, WardenError>>;
 
-    fn handle(&mut self, msg: Cypher, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, mut msg: Cypher, _: &mut Self::Context) -> Self::Result {
+        if let Err(message) = crate::params::check_cypher(&msg.params) {
+            // Taken apart here without recursion (see `params::dismantle`).
+            let params = std::mem::take(&mut msg.params);
+            params
+                .into_iter()
+                .for_each(|(_, v)| crate::params::dismantle(v));
+            return Reply::Now(Err(WardenError::Usage {
+                database: Database::Neo4j,
+                message,
+            }));
+        }
         let admitted = match self.admit_call() {
             Ok(admitted) => admitted,
             Err(refused) => return Reply::Now(Err(refused)),
@@ -223,12 +234,6 @@ impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
 /// a failure cannot be placed before or after sending: it counts as sent, and only failures the
 /// server declares transient are retried (neo4rs itself already retries those).
 async fn execute(graph: &Graph, cypher: &Cypher, secrets: &[Secret]) -> Result<Rows, Failed> {
-    crate::params::check_cypher(&cypher.params).map_err(|message| {
-        Failed::before_send(WardenError::Usage {
-            database: Database::Neo4j,
-            message,
-        })
-    })?;
     let mut query = neo4rs::query(&cypher.query);
     for (name, value) in &cypher.params {
         let bolt = BoltType::try_from(value.clone()).map_err(|_| {

@@ -551,7 +551,10 @@ pub(crate) mod sealed {
     }
 
     impl Start for Sql {
-        fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+        fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+            if let Some(refused) = refuse_params(&mut self.params, "") {
+                return Box::pin(std::future::ready(Err(refused)));
+            }
             Box::pin(async move { admitted.call(|client| execute(client, &self)).await })
         }
     }
@@ -568,7 +571,13 @@ pub(crate) mod sealed {
     }
 
     impl Start for Transaction {
-        fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+        fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
+            for (i, sql) in self.statements.iter_mut().enumerate() {
+                let place = format!("statement {} of the transaction: ", i + 1);
+                if let Some(refused) = refuse_params(&mut sql.params, &place) {
+                    return Box::pin(std::future::ready(Err(refused)));
+                }
+            }
             let committing = Committing::default();
             Box::pin(async move {
                 admitted
@@ -600,6 +609,17 @@ pub(crate) mod sealed {
             })
         }
     }
+}
+
+/// The `Usage` error for parameters out of bounds (see `params.rs`), which are taken apart
+/// here, without recursion, rather than dropped wherever the call ends.
+fn refuse_params(params: &mut Vec<Value>, place: &str) -> Option<WardenError> {
+    let why = crate::params::check_sql(params).err()?;
+    params.drain(..).for_each(crate::params::dismantle);
+    Some(WardenError::Usage {
+        database: Database::Postgres,
+        message: format!("{place}{why}"),
+    })
 }
 
 impl PgCall for Sql {
