@@ -36,6 +36,8 @@ pub mod breaker;
 pub mod circuit;
 pub mod connection;
 pub mod error;
+#[cfg(test)]
+mod fake;
 pub mod faults;
 pub(crate) mod guard;
 pub mod handle;
