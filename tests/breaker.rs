@@ -6,33 +6,19 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{actix_test, eventually, fast_settings, pg::PgServer};
+use support::{
+    actix_test, eventually, fast_settings, no_graph, pg::PgServer, pg_started as connected,
+};
 use warden_actors::{
     circuit::CircuitStatus, health::ComponentStatus, Database, Sql, Transaction, Warden,
     WardenError, WardenSettings,
 };
 
 fn settings(pg: &PgServer) -> WardenSettings {
-    let mut s = fast_settings(
-        &format!("bolt://127.0.0.1:{}", support::free_port()),
-        &pg.url(),
-    );
+    let mut s = fast_settings(&no_graph(), &pg.url());
     s.retry.max_attempts = 1;
     s.postgres.max_connections = 12;
     s
-}
-
-async fn connected(settings: WardenSettings) -> Warden {
-    let warden = Warden::start(settings).expect("valid settings");
-    let h = warden.health_handle();
-    eventually(Duration::from_secs(10), "postgres connected", || {
-        let v = h.view();
-        async move {
-            (v.components[&Database::Postgres].status == ComponentStatus::Connected).then_some(())
-        }
-    })
-    .await;
-    warden
 }
 
 fn postgres(warden: &Warden) -> warden_actors::health::ComponentHealth {

@@ -5,24 +5,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{actix_test, eventually, fast_settings, pg::PgServer};
-use warden_actors::{health::ComponentStatus, Database, Warden};
-
-fn no_graph() -> String {
-    format!("bolt://127.0.0.1:{}", support::free_port())
-}
+use support::{
+    actix_test, eventually, fast_settings, hold_arbiter, no_graph, pg::PgServer, pg_started,
+};
+use warden_actors::Warden;
 
 async fn connected(pg: &PgServer) -> Warden {
-    let warden = Warden::start(fast_settings(&no_graph(), &pg.url())).expect("valid settings");
-    let h = warden.health_handle();
-    eventually(Duration::from_secs(10), "postgres connected", || {
-        let v = h.view();
-        async move {
-            (v.components[&Database::Postgres].status == ComponentStatus::Connected).then_some(())
-        }
-    })
-    .await;
-    warden
+    pg_started(fast_settings(&no_graph(), &pg.url())).await
 }
 
 /// Threads of this process whose name starts with `prefix` (names are cut at 15 bytes).
@@ -115,15 +104,7 @@ fn shutdown_keeps_to_its_timeout_when_an_actor_is_stuck() {
     let pg = PgServer::start();
     actix_test(async {
         let warden = connected(&pg).await;
-        let (entered_tx, entered) = std::sync::mpsc::channel();
-        let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        warden.postgres.do_send(warden_actors::faults::Stall {
-            entered: entered_tx,
-            release: release_rx,
-        });
-        entered
-            .recv_timeout(Duration::from_secs(5))
-            .expect("the actors' thread is held");
+        let release = hold_arbiter(&warden);
         let started = Instant::now();
         warden.shutdown(Duration::from_millis(500)).await;
         let took = started.elapsed();

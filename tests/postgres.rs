@@ -7,31 +7,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use serde_json::{json, Value};
-use support::{actix_test, eventually, fast_settings, pg::PgServer, proxy::Proxy};
+use support::{
+    actix_test, eventually, fast_settings, hold_arbiter, no_graph, pg::PgServer, pg_connected,
+    pg_started as connected, proxy::Proxy,
+};
 use warden_actors::{health::ComponentStatus, Cypher, Database, Sql, Warden, WardenError};
-
-/// A graph URI where nothing listens: these tests are about PostgreSQL only.
-fn no_graph() -> String {
-    format!("bolt://127.0.0.1:{}", support::free_port())
-}
-
-/// Starts a warden and waits until PostgreSQL is connected.
-async fn connected(settings: warden_actors::WardenSettings) -> Warden {
-    let warden = Warden::start(settings).expect("valid settings");
-    pg_connected(&warden).await;
-    warden
-}
-
-async fn pg_connected(warden: &Warden) {
-    let h = warden.health_handle();
-    eventually(Duration::from_secs(10), "postgres connected", || {
-        let v = h.view();
-        async move {
-            (v.components[&Database::Postgres].status == ComponentStatus::Connected).then_some(())
-        }
-    })
-    .await;
-}
 
 /// Fast settings for a warden that reaches PostgreSQL through `proxy`.
 fn through(proxy: &Proxy) -> warden_actors::WardenSettings {
@@ -400,21 +380,6 @@ fn assert_stopped_at_once<T: std::fmt::Debug>(
         matches!(refused, WardenError::Stopped { .. }),
         "{refused:?}"
     );
-}
-
-/// Holds the arbiter both database actors and the breaker run on, until the returned sender
-/// is used or dropped.
-fn hold_arbiter(warden: &Warden) -> std::sync::mpsc::Sender<()> {
-    let (entered_tx, entered) = std::sync::mpsc::channel();
-    let (release, release_rx) = std::sync::mpsc::channel();
-    warden.postgres.do_send(warden_actors::faults::Stall {
-        entered: entered_tx,
-        release: release_rx,
-    });
-    entered
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the arbiter is held");
-    release
 }
 
 /// A handle runs PostgreSQL calls on the pool's I/O threads without the actor, and answers

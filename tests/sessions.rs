@@ -17,30 +17,14 @@ use std::{
 };
 
 use serde_json::json;
-use support::{actix_test, eventually, fast_settings, pg::PgServer};
-use warden_actors::{
-    health::ComponentStatus, Database, Isolation, Sql, Transaction, Warden, WardenError, WithPool,
-    WithTransaction,
-};
-
-fn no_graph() -> String {
-    format!("bolt://127.0.0.1:{}", support::free_port())
-}
+use support::{actix_test, eventually, fast_settings, no_graph, pg::PgServer, pg_started};
+use warden_actors::{Isolation, Sql, Transaction, Warden, WardenError, WithPool, WithTransaction};
 
 /// A warden with a pool of 3 (plus the probe's connection), once PostgreSQL is connected.
 async fn connected(pg: &PgServer) -> Warden {
     let mut settings = fast_settings(&no_graph(), &pg.url());
     settings.retry.max_attempts = 5;
-    let warden = Warden::start(settings).expect("valid settings");
-    let h = warden.health_handle();
-    eventually(Duration::from_secs(10), "postgres connected", || {
-        let v = h.view();
-        async move {
-            (v.components[&Database::Postgres].status == ComponentStatus::Connected).then_some(())
-        }
-    })
-    .await;
-    warden
+    pg_started(settings).await
 }
 
 async fn sql(warden: &Warden, query: &str) -> Result<warden_actors::Rows, WardenError> {

@@ -132,6 +132,46 @@ pub async fn until_status(url: &str, status: u16, within: Duration) {
     .await;
 }
 
+/// A graph URI where nothing listens, for tests about PostgreSQL only.
+pub fn no_graph() -> String {
+    format!("bolt://127.0.0.1:{}", free_port())
+}
+
+/// Waits until the warden's PostgreSQL actor is connected.
+pub async fn pg_connected(warden: &warden_actors::Warden) {
+    use warden_actors::{health::ComponentStatus, Database};
+    let h = warden.health_handle();
+    eventually(Duration::from_secs(10), "postgres connected", || {
+        let v = h.view();
+        async move {
+            (v.components[&Database::Postgres].status == ComponentStatus::Connected).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Starts a warden and waits until PostgreSQL is connected.
+pub async fn pg_started(settings: warden_actors::WardenSettings) -> warden_actors::Warden {
+    let warden = warden_actors::Warden::start(settings).expect("valid settings");
+    pg_connected(&warden).await;
+    warden
+}
+
+/// Holds the arbiter both database actors and the breaker run on, until the returned sender
+/// is used or dropped.
+pub fn hold_arbiter(warden: &warden_actors::Warden) -> std::sync::mpsc::Sender<()> {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    warden.postgres.do_send(warden_actors::faults::Stall {
+        entered: entered_tx,
+        release: release_rx,
+    });
+    entered
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the arbiter is held");
+    release
+}
+
 /// Settings with millisecond timings, pointed at the given servers.
 pub fn fast_settings(neo4j_uri: &str, pg_url: &str) -> warden_actors::WardenSettings {
     let mut s = warden_actors::WardenSettings::default();
