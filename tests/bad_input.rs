@@ -386,6 +386,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("neo4j.password_file", Kind::Path),
     ("neo4j.database", Kind::Str),
     ("neo4j.max_connections", Kind::Int),
+    ("neo4j.io_threads", Kind::Int),
     ("neo4j.connect_timeout", Kind::Duration),
     ("neo4j.query_timeout", Kind::Duration),
     ("neo4j.probe_interval", Kind::Duration),

@@ -74,6 +74,9 @@ pub struct Neo4jSettings {
     pub database: String,
     /// Upper bound on connections: one for probes, the rest pooled for calls. At least 2.
     pub max_connections: u32,
+    /// Threads that run calls and own the pooled connections' sockets (the actors and the
+    /// probe's connection stay on one dedicated arbiter). 1 to 64.
+    pub io_threads: usize,
     /// Bound on one connect (TCP, Bolt handshake, HELLO).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -97,6 +100,7 @@ impl std::fmt::Debug for Neo4jSettings {
             .field("password_file", &self.password_file)
             .field("database", &self.database)
             .field("max_connections", &self.max_connections)
+            .field("io_threads", &self.io_threads)
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
             .field("probe_interval", &self.probe_interval)
@@ -114,6 +118,7 @@ impl Default for Neo4jSettings {
             password_file: None,
             database: "neo4j".into(),
             max_connections: 16,
+            io_threads: 2,
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(30),
             probe_interval: Duration::from_secs(2),
@@ -356,6 +361,7 @@ impl WardenSettings {
             ));
         }
         at_least_two("neo4j.max_connections", n.max_connections)?;
+        io_threads("neo4j.io_threads", n.io_threads)?;
         bounded(
             "neo4j.connect_timeout",
             n.connect_timeout,
@@ -414,13 +420,7 @@ impl WardenSettings {
                 ),
             ));
         }
-        if !(1..=64).contains(&p.io_threads) {
-            return Err(SettingsError::new(
-                "postgres.io_threads",
-                p.io_threads,
-                "must be between 1 and 64",
-            ));
-        }
+        io_threads("postgres.io_threads", p.io_threads)?;
         bounded(
             "postgres.connect_timeout",
             p.connect_timeout,
@@ -532,6 +532,14 @@ fn at_least_two(key: &str, value: u32) -> Result<(), SettingsError> {
             value,
             "must be at least 2 (one connection is kept for probes)",
         ));
+    }
+    Ok(())
+}
+
+/// A number of I/O threads: at least one to run calls, and no more than a machine can use.
+fn io_threads(key: &str, value: usize) -> Result<(), SettingsError> {
+    if !(1..=64).contains(&value) {
+        return Err(SettingsError::new(key, value, "must be between 1 and 64"));
     }
     Ok(())
 }
@@ -692,6 +700,12 @@ mod tests {
         let mut s = WardenSettings::default();
         s.postgres.io_threads = 0;
         assert_eq!(s.validate().unwrap_err().key, "postgres.io_threads");
+
+        for threads in [0, 65] {
+            let mut s = WardenSettings::default();
+            s.neo4j.io_threads = threads;
+            assert_eq!(s.validate().unwrap_err().key, "neo4j.io_threads");
+        }
     }
 
     #[test]
