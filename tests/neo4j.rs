@@ -3,11 +3,20 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
+use futures_util::FutureExt;
 use serde_json::json;
 use support::{actix_test, eventually, fast_settings, graph::BoltStub, graph::GraphServer};
-use warden_actors::{health::ComponentStatus, Cypher, Database, Warden, WardenError};
+use warden_actors::{
+    health::ComponentStatus, Cypher, Database, GetHealth, Warden, WardenError, WithGraph,
+};
 
 /// A PostgreSQL URL where nothing listens: these tests are about the graph only.
 fn no_pg() -> String {
@@ -167,6 +176,214 @@ fn cypher_returns_rows_from_a_live_graph() {
             .unwrap();
         assert_eq!(rows[0]["balance"], json!(12.5));
         assert_eq!(rows[0]["n"], json!(1));
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+/// The name of the thread a `WithGraph` closure runs on.
+fn graph_thread() -> WithGraph<String> {
+    WithGraph::new(|graph| {
+        Box::pin(async move {
+            graph.run(neo4rs::query("RETURN 1")).await?;
+            Ok(std::thread::current().name().unwrap_or_default().to_owned())
+        })
+    })
+}
+
+/// A handle admits graph calls on the caller's thread and runs them on the graph's own I/O
+/// threads: they are answered while the actors' arbiter is held, when a message to the
+/// address cannot be answered at all.
+#[test]
+fn a_handle_runs_graph_calls_without_the_actor() {
+    let graph = GraphServer::start();
+    actix_test(async {
+        let warden = Warden::start(fast_settings(&graph.uri(), &no_pg())).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(10)).await;
+        let handle = warden.neo4j_handle();
+        let held = support::hold_arbiter(&warden);
+        let rows = tokio::time::timeout(
+            Duration::from_secs(5),
+            handle.send(Cypher::new("RETURN $n AS n").param("n", 7)),
+        )
+        .await
+        .expect("answered while the arbiter is held")
+        .unwrap();
+        assert_eq!(rows[0]["n"], json!(7));
+        let thread = handle.send(graph_thread()).await.unwrap();
+        assert!(thread.starts_with("warden-neo4j-io-"), "ran on {thread:?}");
+        let by_address = tokio::time::timeout(
+            Duration::from_millis(300),
+            warden.neo4j.send(Cypher::new("RETURN 1 AS one")),
+        )
+        .await;
+        assert!(
+            by_address.is_err(),
+            "the held actor answered: {by_address:?}"
+        );
+        drop(held);
+        // A call sent to the address runs on the same threads.
+        let thread = warden.neo4j.send(graph_thread()).await.unwrap().unwrap();
+        assert!(thread.starts_with("warden-neo4j-io-"), "ran on {thread:?}");
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+}
+
+/// Slow graph calls never hold the actor: while two calls each keep their thread busy for
+/// 3 s after reading their rows from the live server (a closure's heavy work on its rows; a
+/// sleep here, so as not to take the machine's two cores from the servers), the actor still
+/// probes on schedule, calls and health requests through the actors' mailboxes are answered
+/// at once, and a kill -9 of the server is detected within probe_interval + probe_timeout and
+/// then refused at once. With calls on the actors' arbiter, none of this happens until the
+/// slow calls end. It does not show how fast the calls themselves are.
+#[test]
+fn slow_graph_calls_never_hold_the_actor() {
+    const HOLD: Duration = Duration::from_secs(3);
+    let mut graph = GraphServer::start();
+    actix_test(async {
+        let mut settings = fast_settings(&graph.uri(), &no_pg());
+        // Two threads for the slow calls, one for the rest.
+        settings.neo4j.io_threads = 3;
+        settings.neo4j.query_timeout = Duration::from_secs(10);
+        let probe_interval = settings.neo4j.probe_interval;
+        let detect_bound = probe_interval + settings.neo4j.probe_timeout;
+        let warden = Warden::start(settings).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(10)).await;
+        let handle = warden.neo4j_handle();
+
+        let busy = Arc::new(AtomicUsize::new(0));
+        let slow: Vec<_> = (0..2)
+            .map(|_| {
+                let busy = busy.clone();
+                handle.send(WithGraph::new(move |graph| {
+                    let busy = busy.clone();
+                    Box::pin(async move {
+                        let query = neo4rs::query("UNWIND range(1, 100) AS x RETURN x");
+                        let mut rows = graph.execute(query).await?;
+                        let mut n = 0;
+                        while rows.next().await?.is_some() {
+                            n += 1;
+                        }
+                        busy.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(HOLD);
+                        Ok((
+                            n,
+                            std::thread::current().name().unwrap_or_default().to_owned(),
+                        ))
+                    })
+                }))
+            })
+            .collect();
+        let b = busy.clone();
+        eventually(
+            Duration::from_secs(5),
+            "both slow calls hold their thread",
+            || {
+                let n = b.load(Ordering::SeqCst);
+                async move { (n == 2).then_some(()) }
+            },
+        )
+        .await;
+        let holding = Instant::now();
+
+        // Probes go on: a second of health snapshots sees a success every probe interval.
+        let health = warden.health_handle();
+        let mut seen = Vec::new();
+        while holding.elapsed() < Duration::from_secs(1) {
+            let at = health.view().components[&Database::Neo4j].last_ok_at;
+            if seen.last() != Some(&at) {
+                seen.push(at);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let times: Vec<_> = seen.into_iter().flatten().collect();
+        assert!(times.len() >= 4, "probe successes in a second: {times:?}");
+        for pair in times.windows(2) {
+            let gap = (pair[1] - pair[0]).to_std().unwrap_or_default();
+            assert!(
+                gap <= probe_interval + Duration::from_millis(150),
+                "probes {gap:?} apart: {times:?}"
+            );
+        }
+
+        // The actors' mailboxes answer at once, and a call through one runs.
+        let asked = Instant::now();
+        let rows = tokio::time::timeout(
+            Duration::from_secs(1),
+            warden.neo4j.send(Cypher::new("RETURN 1 AS one")),
+        )
+        .await
+        .expect("a call through the address is answered")
+        .unwrap()
+        .unwrap();
+        assert_eq!(rows[0]["one"], json!(1));
+        let view = tokio::time::timeout(Duration::from_secs(1), warden.health.send(GetHealth))
+            .await
+            .expect("health answers")
+            .unwrap();
+        assert!(view.components[&Database::Neo4j].healthy, "{view:?}");
+        assert!(
+            asked.elapsed() < Duration::from_millis(300),
+            "mailbox round trips took {:?}",
+            asked.elapsed()
+        );
+
+        // An outage is seen and refused as fast as ever.
+        let killed = Instant::now();
+        graph.kill9();
+        let h = health.clone();
+        eventually(
+            detect_bound + Duration::from_secs(1),
+            "neo4j unhealthy",
+            || {
+                let v = h.view();
+                async move { (!v.components[&Database::Neo4j].healthy).then_some(()) }
+            },
+        )
+        .await;
+        assert!(
+            killed.elapsed() <= detect_bound + Duration::from_millis(150),
+            "detection took {:?}",
+            killed.elapsed()
+        );
+        let asked = Instant::now();
+        let refused = tokio::time::timeout(
+            Duration::from_secs(1),
+            warden.neo4j.send(Cypher::new("RETURN 1 AS one")),
+        )
+        .await
+        .expect("a refusal through the address")
+        .unwrap()
+        .unwrap_err();
+        assert!(
+            matches!(refused, WardenError::Unavailable { .. }),
+            "{refused:?}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(100),
+            "refused after {:?}",
+            asked.elapsed()
+        );
+        let refused = handle
+            .send(Cypher::new("RETURN 1 AS one"))
+            .now_or_never()
+            .expect("a handle refuses on the first poll")
+            .unwrap_err();
+        assert!(
+            matches!(refused, WardenError::Unavailable { .. }),
+            "{refused:?}"
+        );
+        // All of the above happened while the slow calls held their threads.
+        assert!(
+            holding.elapsed() < HOLD,
+            "checks ran past the slow calls: {:?}",
+            holding.elapsed()
+        );
+
+        for call in slow {
+            let (n, thread) = call.await.unwrap();
+            assert_eq!(n, 100);
+            assert!(thread.starts_with("warden-neo4j-io-"), "ran on {thread:?}");
+        }
         warden.shutdown(Duration::from_secs(1)).await;
     });
 }

@@ -18,13 +18,14 @@
 //! connection-class error makes the actor probe at once, so a real outage is seen in one round
 //! trip, while a misclassified error from one statement never costs everyone a reconnect.
 //!
-//! Calls never run inside the actor's context: a handler admits a call (`Link::admit_call`)
-//! and hands the caller a future that runs by itself (`Admitted::call`), on the arbiter (Neo4j)
-//! or on the pool's I/O threads (PostgreSQL; see `io.rs`). A [`CallHandle`](crate::CallHandle)
-//! reads the same lock-free link on the caller's thread, to refuse without the actor, and to
-//! admit PostgreSQL calls itself. So callers never queue behind one another or
-//! behind a connect, and a restart (which drops the actor's own futures) cannot leave a caller
-//! without an answer: every call ends with a result or a typed error within `query_timeout`.
+//! Calls never run inside the actor's context, nor on its thread: a handler admits a call
+//! (`Link::admit_call`) and hands it, as a future that runs by itself (`Admitted::call`), to
+//! the database's own I/O threads (see `call.rs` and `io.rs`). A
+//! [`CallHandle`](crate::CallHandle) reads the same lock-free link on the caller's thread, to
+//! refuse without the actor, and to admit and start calls itself. So callers never queue
+//! behind one another or behind a connect, and a restart (which drops the actor's own futures)
+//! cannot leave a caller without an answer: every call ends with a result or a typed error
+//! within `query_timeout`.
 //!
 //! An outage is backed off for ever. A bug is not: if the actor is dropped without an orderly
 //! [`Shutdown`] (a panic in a handler kills an actix actor and its supervisor for good), it marks
@@ -446,13 +447,6 @@ impl<C: Clone + 'static> Link<C> {
         self.admit_with(|client, generation| (client.clone(), generation))
     }
 
-    /// The refusal a call would get right now, if any: an open circuit, no connection, or
-    /// stopped. It reads only lock-free state, so any thread can ask, without the actor (see
-    /// [`CallHandle`](crate::CallHandle)).
-    pub(crate) fn refusal(&self) -> Option<WardenError> {
-        self.admit_with(|_, _| ()).err()
-    }
-
     /// The refusals that cost nothing: stopped for good, no connection, an open circuit. A
     /// lost connection is the actor's to report (`Unavailable`, with the time of its next
     /// attempt), so it comes before the circuit: the circuit may have opened from the calls
@@ -517,17 +511,13 @@ impl<C: Clone + 'static> Link<C> {
 
 /// A database actor's answer to a call: known at once (a refusal by the circuit or the link
 /// state), sent back without spawning anything, or a future that runs by itself, detached
-/// from the actor's context (so a restart cannot drop it), on the arbiter or on the runtime a
-/// driver runs its calls on. Refusals are the path that must stay cheap while a database is
-/// down. Either way the future sends the answer itself: it goes straight back to the caller,
-/// not through the actor again.
+/// from the actor's context (so a restart cannot drop it), on the runtime its driver runs
+/// calls on. Refusals are the path that must stay cheap while a database is down. The future
+/// sends the answer itself: it goes straight back to the caller, not through the actor again.
 pub enum Reply<T> {
     /// The answer, now.
     Now(T),
-    /// The answer, later, from a future on the actor's arbiter.
-    Later(LocalBoxFuture<'static, T>),
-    /// The answer, later, from a future on another runtime: PostgreSQL calls run on the pool's
-    /// own I/O threads.
+    /// The answer, later, from a future on the database's own I/O threads.
     Spawned(tokio::runtime::Handle, BoxFuture<'static, T>),
 }
 
@@ -546,9 +536,6 @@ where
         };
         match self {
             Reply::Now(value) => answer(value),
-            Reply::Later(fut) => {
-                actix::spawn(async move { answer(fut.await) });
-            }
             Reply::Spawned(runtime, fut) => {
                 runtime.spawn(async move { answer(fut.await) });
             }
@@ -644,11 +631,6 @@ impl<D: Driver> ConnectionActor<D> {
     /// Admits a call now, or refuses it at once (see [`Link::admit_call`]).
     pub(crate) fn admit_call(&self) -> Result<Admitted<D::Client>, WardenError> {
         self.link.admit_call()
-    }
-
-    /// The driver, for handlers that need its settings.
-    pub(crate) fn driver(&self) -> &D {
-        &self.driver
     }
 
     fn push_health(&self) {

@@ -9,33 +9,34 @@
 //!
 //! The actor admits or refuses a call from state it publishes for lock-free reads (its circuit
 //! on the breaker's board, its connection state on the link). A handle reads the same state on
-//! the caller's own thread, with the same code:
-//! - a refusal (stopped, open circuit, no connection) is answered there, ready on first poll;
-//! - a PostgreSQL call is admitted there and spawned onto the pool's I/O threads, which answer
-//!   the caller directly: the arbiter never hears of it;
-//! - a graph call goes to the actor as the same message (its driver's sockets belong to the
-//!   arbiter), which checks again and runs it as if it had been sent to the `Addr`.
+//! the caller's own thread, with the same code: a refusal (stopped, open circuit, no
+//! connection) is answered there, ready on first poll; an admitted call is spawned there onto
+//! the database's I/O threads (see `call.rs`), which answer the caller directly. The arbiter
+//! never hears of either.
 
 use std::{future::Future, sync::Arc};
 
-use actix::{dev::ToEnvelope, prelude::*};
+use actix::prelude::*;
 
 use crate::{
+    call::{sealed::Start, Call, IoClient},
     connection::{ConnectionActor, Driver, Link},
     neo4j::Neo4jDriver,
-    postgres::{PgCall, PgDriver},
-    Neo4jActor, WardenError,
+    postgres::PgDriver,
+    WardenError,
 };
 
 /// A cheap, cloneable way to call one database actor from any thread. `send` takes the same
 /// call messages as the actor's `Addr`, answers the refusals the actor would answer at once
-/// without a mailbox round trip, and folds a closed mailbox into [`WardenError::Stopped`].
+/// without a mailbox round trip, starts admitted calls without the actor, and answers
+/// [`WardenError::Stopped`] once the actor is gone.
 pub struct CallHandle<D: Driver> {
     addr: Addr<ConnectionActor<D>>,
     link: Arc<Link<D::Client>>,
 }
 
-/// Calls to PostgreSQL: send it [`Sql`](crate::Sql) or [`WithPool`](crate::WithPool).
+/// Calls to PostgreSQL: send it [`Sql`](crate::Sql), [`WithPool`](crate::WithPool),
+/// [`Transaction`](crate::Transaction) or [`WithTransaction`](crate::WithTransaction).
 pub type PostgresHandle = CallHandle<PgDriver>;
 
 /// Calls to the graph database: send it [`Cypher`](crate::Cypher) or
@@ -60,22 +61,24 @@ impl<D: Driver> CallHandle<D> {
     pub fn addr(&self) -> &Addr<ConnectionActor<D>> {
         &self.addr
     }
-}
 
-impl CallHandle<PgDriver> {
-    /// Admits the call here and runs it on the pool's I/O threads, exactly as the actor would,
-    /// or refuses it at once (`Stopped`, `CircuitOpen`, `Unavailable`, with the `retry_after`
-    /// the actor would give): then the future is ready on its first poll. Like `Addr::send`,
-    /// the call starts when this is called; dropping the future stops waiting, not the call.
-    /// A panic inside a [`WithPool`](crate::WithPool) closure resumes in the awaiting task
-    /// (through the address, the caller gets a `MailboxError` instead).
-    pub fn send<M: PgCall>(
+    /// Admits the call here and runs it on the database's I/O threads, exactly as the actor
+    /// would, or refuses it at once (`Stopped`, `CircuitOpen`, `Unavailable`, with the
+    /// `retry_after` the actor would give): then the future is ready on its first poll. Like
+    /// `Addr::send`, the call starts when this is called; dropping the future stops waiting,
+    /// not the call. A panic inside a [`WithPool`](crate::WithPool) or
+    /// [`WithGraph`](crate::WithGraph) closure resumes in the awaiting task (through the
+    /// address, the caller gets a `MailboxError` instead).
+    pub fn send<M: Call<D>>(
         &self,
         msg: M,
-    ) -> impl Future<Output = Result<M::Output, WardenError>> + 'static {
+    ) -> impl Future<Output = Result<M::Output, WardenError>> + 'static
+    where
+        D::Client: IoClient,
+    {
         let started = self.link.admit_call().map(|admitted| {
             let io = admitted.client().io().clone();
-            io.spawn(msg.start(admitted))
+            io.spawn(Start::start(msg, admitted))
         });
         async move {
             match started?.await {
@@ -83,34 +86,9 @@ impl CallHandle<PgDriver> {
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 // The I/O runtime is gone: the actor was dropped.
                 Err(_) => Err(WardenError::Stopped {
-                    database: PgDriver::DATABASE,
+                    database: D::DATABASE,
                 }),
             }
-        }
-    }
-}
-
-impl CallHandle<Neo4jDriver> {
-    /// Sends `msg` to the actor, unless it would refuse it at once (`Stopped`, `CircuitOpen`,
-    /// `Unavailable`, with the `retry_after` the actor would give): then the future is ready
-    /// on its first poll. Like `Addr::send`, the message is queued when this is called.
-    pub fn send<M, T>(&self, msg: M) -> impl Future<Output = Result<T, WardenError>> + 'static
-    where
-        Neo4jActor: Handler<M>,
-        <Neo4jActor as Actor>::Context: ToEnvelope<Neo4jActor, M>,
-        M: Message<Result = Result<T, WardenError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let request = match self.link.refusal() {
-            Some(refused) => Err(refused),
-            None => Ok(self.addr.send(msg)),
-        };
-        async move {
-            request?.await.unwrap_or_else(|_| {
-                Err(WardenError::Stopped {
-                    database: Neo4jDriver::DATABASE,
-                })
-            })
         }
     }
 }

@@ -5,12 +5,13 @@
 //! - [`connection`]: the supervised connection actor both database actors are made of
 //!   (connect, probe, back off, restart; calls that never queue behind each other).
 //! - [`postgres`] / [`neo4j`]: the drivers, and the public messages [`Sql`] and [`Cypher`].
+//! - [`call`]: [`Call`], the messages that run on a database's own I/O threads once admitted.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
 //! - [`backoff`]: the pure exponential backoff schedule.
 //! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
-//!   connection) on the caller's thread, without a mailbox, and starts PostgreSQL calls on the
-//!   pool's I/O threads without the actor.
+//!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
+//!   I/O threads without the actor.
 //! - [`warden`]: [`Warden`], which starts the four actors and shuts them down.
 //! - [`settings`], [`error`], [`secret`]: configuration, the error callers see, redaction.
 //!
@@ -33,6 +34,7 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod call;
 pub mod circuit;
 pub mod connection;
 pub mod error;
@@ -55,6 +57,7 @@ pub mod warden;
 
 pub use crate::{
     breaker::BreakerActor,
+    call::Call,
     circuit::Circuit,
     connection::Shutdown,
     error::{Database, TimeoutPhase, WardenError},

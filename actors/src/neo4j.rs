@@ -1,22 +1,36 @@
-//! Neo4jActor: a supervised neo4rs graph, and the `Cypher` message applications send it.
+//! Neo4jActor: a supervised neo4rs graph, and the messages applications send it: [`Cypher`]
+//! and [`WithGraph`].
 //!
 //! `Graph::connect` is lazy, so the connect is proven with `RETURN 1 AS ping`, which is also
 //! the probe. neo4rs's `connection_timeout` does not cover the Bolt handshake, so every driver
 //! future runs under an outer timeout (see [`crate::connection`]). neo4rs retries
-//! `Neo.TransientError.*` internally for up to about 60 s; that is bounded by warden's
-//! `query_timeout`, which covers the whole call. Only auto-commit queries are used: explicit
-//! transactions are not needed by a probe or a single statement.
+//! `Neo.TransientError.*` of an auto-commit query internally for up to about 60 s; that is
+//! bounded by warden's `query_timeout`, which covers the whole call. Only auto-commit queries are
+//! used: explicit transactions are not needed by a probe or a single statement.
+//!
+//! Calls run on the graph's own I/O threads (`neo4j.io_threads`), not on the actors' arbiter:
+//! the shared graph is created inside that runtime and used only there, so its pooled sockets
+//! belong to it. The probe's one-connection graph stays on the arbiter with the actor. Whoever
+//! admits a call starts it there: the handler for a message sent to the actor's address, or a
+//! [`Neo4jHandle`](crate::Neo4jHandle) on the caller's thread (see `call.rs`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use actix::prelude::*;
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use neo4rs::{BoltType, ConfigBuilder, Graph};
 use serde_json::{Map, Value};
 
 use crate::{
-    connection::{ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings},
+    call::{self, sealed::Start, Call, IoClient},
+    connection::{
+        Admitted, ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings,
+    },
     error::{from_neo4rs, Database, WardenError},
+    io::IoRuntime,
     postgres::Rows,
     secret::Secret,
     settings::Neo4jSettings,
@@ -53,20 +67,44 @@ impl Cypher {
 }
 
 /// Hands the caller the graph itself, inside the same circuit check, retry budget and deadline
-/// as [`Cypher`]. The closure may run more than once (once per attempt).
+/// as [`Cypher`]. The closure may run more than once (once per attempt). Its future runs on
+/// the graph's I/O threads, so it must be `Send` (neo4rs's futures are): build it with
+/// `Box::pin(async move { ... })`.
 #[derive(Message)]
 #[rtype(result = "Result<T, WardenError>")]
-pub struct WithGraph<T: 'static> {
-    run: Box<dyn FnMut(Graph) -> LocalBoxFuture<'static, Result<T, neo4rs::Error>> + Send>,
+pub struct WithGraph<T: Send + 'static> {
+    run: Box<dyn FnMut(Graph) -> BoxFuture<'static, Result<T, neo4rs::Error>> + Send>,
 }
 
-impl<T: 'static> WithGraph<T> {
+impl<T: Send + 'static> WithGraph<T> {
     /// Wraps a closure that gets a graph handle per attempt.
     pub fn new<F>(run: F) -> Self
     where
-        F: FnMut(Graph) -> LocalBoxFuture<'static, Result<T, neo4rs::Error>> + Send + 'static,
+        F: FnMut(Graph) -> BoxFuture<'static, Result<T, neo4rs::Error>> + Send + 'static,
     {
         Self { run: Box::new(run) }
+    }
+}
+
+/// What calls get: the shared graph, the runtime its sockets belong to (where calls run), and
+/// the secrets to scrub from its errors.
+#[derive(Clone)]
+pub struct GraphClient {
+    graph: Graph,
+    io: tokio::runtime::Handle,
+    secrets: Arc<Vec<Secret>>,
+}
+
+impl GraphClient {
+    /// Maps a driver error met while a call ran.
+    pub(crate) fn error(&self, e: &neo4rs::Error) -> WardenError {
+        from_neo4rs(e, Duration::ZERO, &self.secrets)
+    }
+}
+
+impl IoClient for GraphClient {
+    fn io(&self) -> &tokio::runtime::Handle {
+        &self.io
     }
 }
 
@@ -78,7 +116,10 @@ pub struct Neo4jDriver {
     /// that fails, so the pool survives outages by itself, and one pool for the actor's life
     /// bounds warden's connections. Each generation's probe uses a graph of one connection of
     /// its own, so that a busy pool cannot fail a probe; it counts towards `max_connections`.
-    graph: Arc<PoolSlot<Graph>>,
+    graph: Arc<PoolSlot<GraphClient>>,
+    /// The graph's I/O threads, started with the first connect and stopped when the actor is
+    /// dropped, after the graph has been closed.
+    io: Arc<OnceLock<IoRuntime>>,
     /// Scrubbed from every error text.
     secrets: Arc<Vec<Secret>>,
 }
@@ -90,13 +131,14 @@ impl Neo4jDriver {
         Self {
             settings,
             graph: Arc::new(PoolSlot::new()),
+            io: Arc::new(OnceLock::new()),
             secrets,
         }
     }
 }
 
 impl Driver for Neo4jDriver {
-    type Client = Graph;
+    type Client = GraphClient;
     type Probe = Graph;
     const DATABASE: Database = Database::Neo4j;
 
@@ -111,12 +153,13 @@ impl Driver for Neo4jDriver {
         }
     }
 
-    fn connect(&self) -> ConnectFuture<Graph, Graph> {
+    fn connect(&self) -> ConnectFuture<GraphClient, Graph> {
         let s = self.settings.clone();
         let slot = self.graph.clone();
-        let secrets = self.secrets.clone();
+        let io_cell = self.io.clone();
+        let shared_secrets = self.secrets.clone();
         Box::pin(async move {
-            let secrets: &[Secret] = &secrets;
+            let secrets: &[Secret] = &shared_secrets;
             let t = s.connect_timeout;
             // Built field by field; the derived Debug of neo4rs's Config prints the password,
             // so it is never formatted.
@@ -137,11 +180,33 @@ impl Driver for Neo4jDriver {
             ping(&probe)
                 .await
                 .map_err(|e| from_neo4rs(&e, t, secrets))?;
+            let io = match io_cell.get() {
+                Some(io) => io.handle().clone(),
+                None => {
+                    let io = IoRuntime::new("warden-neo4j-io", s.io_threads).map_err(|e| {
+                        WardenError::Connection {
+                            database: Database::Neo4j,
+                            message: format!("cannot start the graph's I/O threads: {e}"),
+                        }
+                    })?;
+                    io_cell.get_or_init(|| io).handle().clone()
+                }
+            };
             // Creating a graph opens nothing, so it is cheap to build one that loses the race.
-            let shared = Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
-                .map_err(|e| from_neo4rs(&e, t, secrets))?;
-            match slot.get_or_open(|| shared) {
-                Some(graph) => Ok((graph, probe)),
+            // It is created inside the I/O runtime, where every call that opens its pooled
+            // connections runs, so that anything it starts belongs there too.
+            let shared = {
+                let _inside = io.enter();
+                Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
+                    .map_err(|e| from_neo4rs(&e, t, secrets))?
+            };
+            let client = slot.get_or_open(|| GraphClient {
+                graph: shared,
+                io,
+                secrets: shared_secrets.clone(),
+            });
+            match client {
+                Some(client) => Ok((client, probe)),
                 // Shut down while this connect ran.
                 None => Err(WardenError::Stopped {
                     database: Database::Neo4j,
@@ -174,89 +239,106 @@ async fn ping(graph: &Graph) -> Result<(), neo4rs::Error> {
     Ok(())
 }
 
-impl actix::Handler<Cypher> for Neo4jActor {
-    type Result = Reply<Result<Rows, WardenError>>;
+// How each call starts on the graph's I/O threads once admitted (see `call.rs`).
+// The `Admitted` in `start`'s signature is crate-private, and so in fact is the method: see
+// `call::sealed`.
+#[allow(private_interfaces)]
+mod starts {
+    use super::*;
 
-    fn handle(&mut self, mut msg: Cypher, _: &mut Self::Context) -> Self::Result {
-        if let Err(message) = crate::params::check_cypher(&msg.params) {
-            // Taken apart here without recursion (see `params::dismantle`).
-            let params = std::mem::take(&mut msg.params);
-            params
-                .into_iter()
-                .for_each(|(_, v)| crate::params::dismantle(v));
-            return Reply::Now(Err(WardenError::Usage {
-                database: Database::Neo4j,
-                message,
-            }));
+    impl Start<Neo4jDriver> for Cypher {
+        fn start(mut self, admitted: Admitted<GraphClient>) -> BoxFuture<'static, Self::Result> {
+            if let Some(refused) = refuse_params(&mut self.params, "") {
+                return Box::pin(std::future::ready(Err(refused)));
+            }
+            Box::pin(async move { admitted.call(|client| execute(client, &self)).await })
         }
-        let admitted = match self.admit_call() {
-            Ok(admitted) => admitted,
-            Err(refused) => return Reply::Now(Err(refused)),
-        };
-        let secrets = self.driver().secrets.clone();
-        let msg = Arc::new(msg);
-        Reply::Later(Box::pin(async move {
-            admitted
-                .call(|graph| {
-                    let msg = msg.clone();
-                    let secrets = secrets.clone();
-                    async move { execute(&graph, &msg, &secrets).await }
-                })
-                .await
-        }))
+    }
+
+    impl<T: Send + 'static> Start<Neo4jDriver> for WithGraph<T> {
+        fn start(mut self, admitted: Admitted<GraphClient>) -> BoxFuture<'static, Self::Result> {
+            Box::pin(admitted.call(move |client| {
+                let fut = (self.run)(client.graph.clone());
+                // The closure may have committed anything before it failed: never retried.
+                async move { fut.await.map_err(|e| Failed::opaque(client.error(&e))) }
+            }))
+        }
     }
 }
 
-impl<T: 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
-    type Result = ResponseFuture<Result<T, WardenError>>;
+impl Call<Neo4jDriver> for Cypher {
+    type Output = Rows;
+}
 
-    fn handle(&mut self, mut msg: WithGraph<T>, _: &mut Self::Context) -> Self::Result {
-        let link = self.link();
-        let secrets = self.driver().secrets.clone();
-        Box::pin(async move {
-            let admitted = link.admit_call()?;
-            admitted
-                .call(|graph| {
-                    let fut = (msg.run)(graph);
-                    let secrets = secrets.clone();
-                    // The closure may have committed anything before it failed: never retried.
-                    async move {
-                        fut.await
-                            .map_err(|e| Failed::opaque(from_neo4rs(&e, Duration::ZERO, &secrets)))
-                    }
-                })
-                .await
-        })
+impl<T: Send + 'static> Call<Neo4jDriver> for WithGraph<T> {
+    type Output = T;
+}
+
+impl actix::Handler<Cypher> for Neo4jActor {
+    type Result = Reply<Result<Rows, WardenError>>;
+
+    fn handle(&mut self, msg: Cypher, _: &mut Self::Context) -> Self::Result {
+        call::start(self, msg)
+    }
+}
+
+impl<T: Send + 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
+    type Result = Reply<Result<T, WardenError>>;
+
+    fn handle(&mut self, msg: WithGraph<T>, _: &mut Self::Context) -> Self::Result {
+        call::start(self, msg)
     }
 }
 
 /// Runs one attempt. neo4rs takes a pooled connection and sends the statement in one call, so
 /// a failure cannot be placed before or after sending: it counts as sent, and only failures the
 /// server declares transient are retried (neo4rs itself already retries those).
-async fn execute(graph: &Graph, cypher: &Cypher, secrets: &[Secret]) -> Result<Rows, Failed> {
+async fn execute(client: GraphClient, cypher: &Cypher) -> Result<Rows, Failed> {
+    let query = to_query(cypher).map_err(Failed::before_send)?;
+    let sent = |e: neo4rs::Error| Failed::after_send(client.error(&e));
+    let mut stream = client.graph.execute(query).await.map_err(sent)?;
+    let mut rows = Vec::new();
+    while let Some(row) = stream.next().await.map_err(sent)? {
+        rows.push(row_to_json(&row).map_err(Failed::after_send)?);
+    }
+    Ok(rows)
+}
+
+/// The `Usage` error for parameters out of bounds (see `params.rs`), which are taken apart
+/// here, where the call is started, without recursion, rather than dropped wherever the call
+/// ends.
+fn refuse_params(params: &mut Map<String, Value>, place: &str) -> Option<WardenError> {
+    let why = crate::params::check_cypher(params).err()?;
+    std::mem::take(params)
+        .into_iter()
+        .for_each(|(_, v)| crate::params::dismantle(v));
+    Some(WardenError::Usage {
+        database: Database::Neo4j,
+        message: format!("{place}{why}"),
+    })
+}
+
+/// The statement with its parameters converted to Bolt (checked when the call started), or
+/// why they cannot be.
+fn to_query(cypher: &Cypher) -> Result<neo4rs::Query, WardenError> {
     let mut query = neo4rs::query(&cypher.query);
     for (name, value) in &cypher.params {
-        let bolt = BoltType::try_from(value.clone()).map_err(|_| {
-            Failed::before_send(WardenError::Conversion {
-                database: Database::Neo4j,
-                message: format!("parameter `{name}` has no Bolt equivalent"),
-            })
+        let bolt = BoltType::try_from(value.clone()).map_err(|_| WardenError::Conversion {
+            database: Database::Neo4j,
+            message: format!("parameter `{name}` has no Bolt equivalent"),
         })?;
         query = query.param(name, bolt);
     }
-    let sent = |e: neo4rs::Error| Failed::after_send(from_neo4rs(&e, Duration::ZERO, secrets));
-    let mut stream = graph.execute(query).await.map_err(sent)?;
-    let mut rows = Vec::new();
-    while let Some(row) = stream.next().await.map_err(sent)? {
-        let object = row.to_strict::<Map<String, Value>>().map_err(|e| {
-            Failed::after_send(WardenError::Conversion {
-                database: Database::Neo4j,
-                message: e.to_string(),
-            })
-        })?;
-        rows.push(object);
-    }
-    Ok(rows)
+    Ok(query)
+}
+
+/// One row as a JSON object keyed by column.
+fn row_to_json(row: &neo4rs::Row) -> Result<Map<String, Value>, WardenError> {
+    row.to_strict::<Map<String, Value>>()
+        .map_err(|e| WardenError::Conversion {
+            database: Database::Neo4j,
+            message: e.to_string(),
+        })
 }
 
 #[cfg(test)]

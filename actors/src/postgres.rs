@@ -12,7 +12,7 @@
 //! measurements behind that): whoever admits a call spawns it onto those threads, and the call
 //! answers its caller directly. The handler admits calls sent to the actor's address; a
 //! [`PostgresHandle`](crate::PostgresHandle) admits them on the caller's thread, which saves
-//! the caller two thread wake-ups per call (see [`PgCall`]).
+//! the caller two thread wake-ups per call (see [`Call`]).
 
 use std::{
     sync::{
@@ -33,6 +33,7 @@ use sqlx::{
 use url::Url;
 
 use crate::{
+    call::{self, sealed::Start, Call, IoClient},
     connection::{
         Admitted, ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings,
     },
@@ -122,11 +123,6 @@ impl PgClient {
     /// The shared pool.
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// The runtime the pool's sockets belong to, where its calls run.
-    pub(crate) fn io(&self) -> &tokio::runtime::Handle {
-        &self.io
     }
 
     /// Maps a driver error; a connection-class one withdraws trust from every idle connection,
@@ -436,6 +432,12 @@ impl Driver for PgDriver {
     }
 }
 
+impl IoClient for PgClient {
+    fn io(&self) -> &tokio::runtime::Handle {
+        &self.io
+    }
+}
+
 /// The moment since which idle pooled connections are trusted, readable from any thread.
 struct TrustedSince {
     base: Instant,
@@ -526,31 +528,14 @@ async fn migrate_on(
     Ok(())
 }
 
-/// A call that runs on the pool's I/O threads once admitted: [`Sql`] and [`WithPool`]. The
-/// actor's handlers and [`PostgresHandle::send`](crate::PostgresHandle) start calls through
-/// it, so the two paths run the same code. Sealed: only warden's messages implement it.
-pub trait PgCall:
-    Message<Result = Result<Self::Output, WardenError>> + Send + sealed::Start
-{
-    /// What the call returns.
-    type Output: Send + 'static;
-}
-
-// `Start` is reachable only as a supertrait of `PgCall`: outside this crate it can be neither
-// named nor implemented, and its method not called, so the crate-private `Admitted` in its
-// signature stays private in fact.
+// How each call starts on the pool's I/O threads once admitted (see `call.rs`).
+// The `Admitted` in `start`'s signature is crate-private, and so in fact is the method: see
+// `call::sealed`.
 #[allow(private_interfaces)]
-pub(crate) mod sealed {
+mod starts {
     use super::*;
 
-    /// How an admitted call starts. Outside the crate this trait cannot be named, so nothing
-    /// else can implement [`PgCall`], and an admission stays warden's own.
-    pub trait Start: Message + Sized {
-        /// The call, to run on the client's I/O runtime.
-        fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result>;
-    }
-
-    impl Start for Sql {
+    impl Start<PgDriver> for Sql {
         fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
             if let Some(refused) = refuse_params(&mut self.params, "") {
                 return Box::pin(std::future::ready(Err(refused)));
@@ -559,7 +544,7 @@ pub(crate) mod sealed {
         }
     }
 
-    impl<T: Send + 'static> Start for WithPool<T> {
+    impl<T: Send + 'static> Start<PgDriver> for WithPool<T> {
         fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
             admitted.client().untrusted.until(admitted.deadline());
             Box::pin(admitted.call(move |client| {
@@ -570,7 +555,7 @@ pub(crate) mod sealed {
         }
     }
 
-    impl Start for Transaction {
+    impl Start<PgDriver> for Transaction {
         fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
             for (i, sql) in self.statements.iter_mut().enumerate() {
                 let place = format!("statement {} of the transaction: ", i + 1);
@@ -588,7 +573,7 @@ pub(crate) mod sealed {
         }
     }
 
-    impl<T: Send + 'static> Start for WithTransaction<T> {
+    impl<T: Send + 'static> Start<PgDriver> for WithTransaction<T> {
         fn start(self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
             let committing = Committing::default();
             // Each attempt borrows the closure mutably; attempts run one after another, so
@@ -622,35 +607,27 @@ fn refuse_params(params: &mut Vec<Value>, place: &str) -> Option<WardenError> {
     })
 }
 
-impl PgCall for Sql {
+impl Call<PgDriver> for Sql {
     type Output = Rows;
 }
 
-impl<T: Send + 'static> PgCall for WithPool<T> {
+impl<T: Send + 'static> Call<PgDriver> for WithPool<T> {
     type Output = T;
 }
 
-impl PgCall for Transaction {
+impl Call<PgDriver> for Transaction {
     type Output = Vec<Rows>;
 }
 
-impl<T: Send + 'static> PgCall for WithTransaction<T> {
+impl<T: Send + 'static> Call<PgDriver> for WithTransaction<T> {
     type Output = T;
-}
-
-/// Admits a call sent to the actor's address and starts it on the I/O threads, or refuses it.
-fn start<M: PgCall>(actor: &PostgresActor, msg: M) -> Reply<Result<M::Output, WardenError>> {
-    match actor.admit_call() {
-        Ok(admitted) => Reply::Spawned(admitted.client().io().clone(), msg.start(admitted)),
-        Err(refused) => Reply::Now(Err(refused)),
-    }
 }
 
 impl actix::Handler<Sql> for PostgresActor {
     type Result = Reply<Result<Rows, WardenError>>;
 
     fn handle(&mut self, msg: Sql, _: &mut Self::Context) -> Self::Result {
-        start(self, msg)
+        call::start(self, msg)
     }
 }
 
@@ -658,7 +635,7 @@ impl<T: Send + 'static> actix::Handler<WithPool<T>> for PostgresActor {
     type Result = Reply<Result<T, WardenError>>;
 
     fn handle(&mut self, msg: WithPool<T>, _: &mut Self::Context) -> Self::Result {
-        start(self, msg)
+        call::start(self, msg)
     }
 }
 
@@ -666,7 +643,7 @@ impl actix::Handler<Transaction> for PostgresActor {
     type Result = Reply<Result<Vec<Rows>, WardenError>>;
 
     fn handle(&mut self, msg: Transaction, _: &mut Self::Context) -> Self::Result {
-        start(self, msg)
+        call::start(self, msg)
     }
 }
 
@@ -674,7 +651,7 @@ impl<T: Send + 'static> actix::Handler<WithTransaction<T>> for PostgresActor {
     type Result = Reply<Result<T, WardenError>>;
 
     fn handle(&mut self, msg: WithTransaction<T>, _: &mut Self::Context) -> Self::Result {
-        start(self, msg)
+        call::start(self, msg)
     }
 }
 
