@@ -15,7 +15,8 @@ use futures_util::FutureExt;
 use serde_json::json;
 use support::{actix_test, eventually, fast_settings, graph::BoltStub, graph::GraphServer};
 use warden_actors::{
-    health::ComponentStatus, Cypher, Database, GetHealth, Warden, WardenError, WithGraph,
+    health::ComponentStatus, Cypher, CypherTransaction, Database, GetHealth, Warden, WardenError,
+    WithGraph,
 };
 
 /// A PostgreSQL URL where nothing listens: these tests are about the graph only.
@@ -113,6 +114,125 @@ fn transient_errors_are_retried() {
         "script mismatch:\n{}",
         stub.log()
     );
+}
+
+/// Asserts that the stub has run its whole script: exit 0 once the connections close.
+fn assert_script_done(stub: &mut BoltStub) {
+    eventually_exit(stub);
+    assert_eq!(
+        stub.exit_code(),
+        Some(0),
+        "script mismatch:\n{}",
+        stub.log()
+    );
+}
+
+/// A transfer between two accounts: two statements that must both happen or neither.
+fn transfer() -> CypherTransaction {
+    CypherTransaction::new()
+        .push(
+            Cypher::new(
+                "MATCH (a:Account {id: $from}) SET a.balance = a.balance - $amount \
+                 RETURN a.balance AS balance",
+            )
+            .param("from", "a")
+            .param("amount", 5),
+        )
+        .push(
+            Cypher::new(
+                "MATCH (b:Account {id: $to}) SET b.balance = b.balance + $amount \
+                 RETURN b.balance AS balance",
+            )
+            .param("to", "b")
+            .param("amount", 5),
+        )
+}
+
+fn balance(n: i64) -> serde_json::Map<String, serde_json::Value> {
+    json!({ "balance": n })
+        .as_object()
+        .expect("an object")
+        .clone()
+}
+
+/// A transaction runs as BEGIN, its statements, COMMIT on one connection, with the rows of
+/// each statement; a deadlock in the second statement makes warden send ROLLBACK and run the
+/// whole transaction again. The stub checks every message, in order. (Scripted, because the
+/// live graph engine cannot show it: FalkorDB answers BEGIN and ROLLBACK but keeps what a
+/// rolled-back transaction wrote.)
+#[test]
+fn a_transaction_rolled_back_for_a_deadlock_runs_again_whole() {
+    let mut stub = BoltStub::start("tx_deadlock_retry.script");
+    actix_test(async {
+        let warden = Warden::start(stub_settings(&stub.uri())).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
+        let rows = warden
+            .neo4j_handle()
+            .send(transfer())
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", stub.log()));
+        assert_eq!(rows, vec![vec![balance(95)], vec![balance(15)]]);
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+    assert_script_done(&mut stub);
+}
+
+/// A statement that fails inside a transaction for a reason that is not a retry (a constraint
+/// violation): warden sends ROLLBACK, answers the server's error, and sends nothing more for
+/// that call: the next message the stub sees is the caller's next call.
+#[test]
+fn a_failed_statement_rolls_the_transaction_back_and_is_not_retried() {
+    let mut stub = BoltStub::start("tx_rollback.script");
+    actix_test(async {
+        let warden = Warden::start(stub_settings(&stub.uri())).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
+        let graph = warden.neo4j_handle();
+        let err = graph.send(transfer()).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                WardenError::Query { code, transient: false, .. }
+                    if code == "Neo.ClientError.Schema.ConstraintValidationFailed"
+            ),
+            "{err:?}\n{}",
+            stub.log()
+        );
+        let rows = graph
+            .send(Cypher::new("RETURN $n AS n").param("n", 7))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", stub.log()));
+        assert_eq!(rows[0]["n"], json!(7));
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+    assert_script_done(&mut stub);
+}
+
+/// A COMMIT that gets no answer (the server goes away with it on the wire) may have
+/// committed: the caller gets `CommitOutcomeUnknown`, once, and the transaction is not run
+/// again; the lost connection makes the actor probe and back off.
+#[test]
+fn a_commit_without_an_answer_is_an_unknown_outcome_never_retried() {
+    let mut stub = BoltStub::start("tx_commit_unknown.script");
+    actix_test(async {
+        let warden = Warden::start(stub_settings(&stub.uri())).unwrap();
+        neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
+        let err = warden.neo4j.send(transfer()).await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WardenError::CommitOutcomeUnknown {
+                    database: Database::Neo4j,
+                    ..
+                }
+            ),
+            "{err:?}\n{}",
+            stub.log()
+        );
+        assert!(!err.is_transient(), "{err:?}");
+        neo4j_status(&warden, ComponentStatus::Backoff, Duration::from_secs(2)).await;
+        warden.shutdown(Duration::from_secs(1)).await;
+    });
+    assert_script_done(&mut stub);
 }
 
 /// A server that closes in the middle of a result: the call ends at once with a connection

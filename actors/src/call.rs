@@ -19,7 +19,8 @@ use crate::{
 /// A call to the database behind driver `D`, which runs on that database's I/O threads once
 /// admitted: [`Sql`](crate::Sql), [`WithPool`](crate::WithPool),
 /// [`Transaction`](crate::Transaction) and [`WithTransaction`](crate::WithTransaction) for
-/// PostgreSQL; [`Cypher`](crate::Cypher) and [`WithGraph`](crate::WithGraph) for the graph. Sealed: only warden's
+/// PostgreSQL; [`Cypher`](crate::Cypher), [`WithGraph`](crate::WithGraph) and
+/// [`CypherTransaction`](crate::CypherTransaction) for the graph. Sealed: only warden's
 /// messages implement it, so an admission stays warden's own.
 pub trait Call<D: Driver>:
     actix::Message<Result = Result<Self::Output, WardenError>> + Send + sealed::Start<D>

@@ -39,8 +39,8 @@ pub struct CallHandle<D: Driver> {
 /// [`Transaction`](crate::Transaction) or [`WithTransaction`](crate::WithTransaction).
 pub type PostgresHandle = CallHandle<PgDriver>;
 
-/// Calls to the graph database: send it [`Cypher`](crate::Cypher) or
-/// [`WithGraph`](crate::WithGraph).
+/// Calls to the graph database: send it [`Cypher`](crate::Cypher),
+/// [`WithGraph`](crate::WithGraph) or [`CypherTransaction`](crate::CypherTransaction).
 pub type Neo4jHandle = CallHandle<Neo4jDriver>;
 
 impl<D: Driver> Clone for CallHandle<D> {

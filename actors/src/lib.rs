@@ -5,6 +5,8 @@
 //! - [`connection`]: the supervised connection actor both database actors are made of
 //!   (connect, probe, back off, restart; calls that never queue behind each other).
 //! - [`postgres`] / [`neo4j`]: the drivers, and the public messages [`Sql`] and [`Cypher`].
+//! - [`transaction`] / [`graph_transaction`]: several statements all-or-nothing,
+//!   [`Transaction`] for PostgreSQL and [`CypherTransaction`] for the graph.
 //! - [`call`]: [`Call`], the messages that run on a database's own I/O threads once admitted.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
@@ -41,6 +43,7 @@ pub mod error;
 #[cfg(test)]
 mod fake;
 pub mod faults;
+pub mod graph_transaction;
 pub(crate) mod guard;
 pub mod handle;
 pub mod health;
@@ -61,6 +64,7 @@ pub use crate::{
     circuit::Circuit,
     connection::Shutdown,
     error::{Database, TimeoutPhase, WardenError},
+    graph_transaction::CypherTransaction,
     handle::{CallHandle, Neo4jHandle, PostgresHandle},
     health::{GetHealth, HealthActor, HealthHandle, HealthView},
     neo4j::{Cypher, Neo4jActor, WithGraph},

@@ -1,12 +1,12 @@
-//! Neo4jActor: a supervised neo4rs graph, and the messages applications send it: [`Cypher`]
-//! and [`WithGraph`].
+//! Neo4jActor: a supervised neo4rs graph, and the messages applications send it: [`Cypher`],
+//! [`WithGraph`] and [`CypherTransaction`](crate::CypherTransaction).
 //!
 //! `Graph::connect` is lazy, so the connect is proven with `RETURN 1 AS ping`, which is also
 //! the probe. neo4rs's `connection_timeout` does not cover the Bolt handshake, so every driver
 //! future runs under an outer timeout (see [`crate::connection`]). neo4rs retries
 //! `Neo.TransientError.*` of an auto-commit query internally for up to about 60 s; that is
-//! bounded by warden's `query_timeout`, which covers the whole call. Only auto-commit queries are
-//! used: explicit transactions are not needed by a probe or a single statement.
+//! bounded by warden's `query_timeout`, which covers the whole call. Explicit transactions are
+//! warden's own (see `graph_transaction.rs`): neo4rs never retries them.
 //!
 //! Calls run on the graph's own I/O threads (`neo4j.io_threads`), not on the actors' arbiter:
 //! the shared graph is created inside that runtime and used only there, so its pooled sockets
@@ -30,10 +30,12 @@ use crate::{
         Admitted, ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings,
     },
     error::{from_neo4rs, Database, WardenError},
+    graph_transaction::{self, CypherTransaction},
     io::IoRuntime,
     postgres::Rows,
     secret::Secret,
     settings::Neo4jSettings,
+    transaction::Committing,
 };
 
 /// The supervised Neo4j actor.
@@ -96,6 +98,11 @@ pub struct GraphClient {
 }
 
 impl GraphClient {
+    /// The shared graph.
+    pub(crate) fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
     /// Maps a driver error met while a call ran.
     pub(crate) fn error(&self, e: &neo4rs::Error) -> WardenError {
         from_neo4rs(e, Duration::ZERO, &self.secrets)
@@ -264,6 +271,24 @@ mod starts {
             }))
         }
     }
+
+    impl Start<Neo4jDriver> for CypherTransaction {
+        fn start(mut self, admitted: Admitted<GraphClient>) -> BoxFuture<'static, Self::Result> {
+            for (i, cypher) in self.statements.iter_mut().enumerate() {
+                let place = format!("statement {} of the transaction: ", i + 1);
+                if let Some(refused) = refuse_params(&mut cypher.params, &place) {
+                    return Box::pin(std::future::ready(Err(refused)));
+                }
+            }
+            let committing = Committing::default();
+            Box::pin(async move {
+                admitted
+                    .call(|client| graph_transaction::run_statements(client, &self, &committing))
+                    .await
+                    .map_err(|e| committing.explain(e))
+            })
+        }
+    }
 }
 
 impl Call<Neo4jDriver> for Cypher {
@@ -272,6 +297,10 @@ impl Call<Neo4jDriver> for Cypher {
 
 impl<T: Send + 'static> Call<Neo4jDriver> for WithGraph<T> {
     type Output = T;
+}
+
+impl Call<Neo4jDriver> for CypherTransaction {
+    type Output = Vec<Rows>;
 }
 
 impl actix::Handler<Cypher> for Neo4jActor {
@@ -286,6 +315,14 @@ impl<T: Send + 'static> actix::Handler<WithGraph<T>> for Neo4jActor {
     type Result = Reply<Result<T, WardenError>>;
 
     fn handle(&mut self, msg: WithGraph<T>, _: &mut Self::Context) -> Self::Result {
+        call::start(self, msg)
+    }
+}
+
+impl actix::Handler<CypherTransaction> for Neo4jActor {
+    type Result = Reply<Result<Vec<Rows>, WardenError>>;
+
+    fn handle(&mut self, msg: CypherTransaction, _: &mut Self::Context) -> Self::Result {
         call::start(self, msg)
     }
 }
@@ -307,7 +344,7 @@ async fn execute(client: GraphClient, cypher: &Cypher) -> Result<Rows, Failed> {
 /// The `Usage` error for parameters out of bounds (see `params.rs`), which are taken apart
 /// here, where the call is started, without recursion, rather than dropped wherever the call
 /// ends.
-fn refuse_params(params: &mut Map<String, Value>, place: &str) -> Option<WardenError> {
+pub(crate) fn refuse_params(params: &mut Map<String, Value>, place: &str) -> Option<WardenError> {
     let why = crate::params::check_cypher(params).err()?;
     std::mem::take(params)
         .into_iter()
@@ -320,7 +357,7 @@ fn refuse_params(params: &mut Map<String, Value>, place: &str) -> Option<WardenE
 
 /// The statement with its parameters converted to Bolt (checked when the call started), or
 /// why they cannot be.
-fn to_query(cypher: &Cypher) -> Result<neo4rs::Query, WardenError> {
+pub(crate) fn to_query(cypher: &Cypher) -> Result<neo4rs::Query, WardenError> {
     let mut query = neo4rs::query(&cypher.query);
     for (name, value) in &cypher.params {
         let bolt = BoltType::try_from(value.clone()).map_err(|_| WardenError::Conversion {
@@ -333,7 +370,7 @@ fn to_query(cypher: &Cypher) -> Result<neo4rs::Query, WardenError> {
 }
 
 /// One row as a JSON object keyed by column.
-fn row_to_json(row: &neo4rs::Row) -> Result<Map<String, Value>, WardenError> {
+pub(crate) fn row_to_json(row: &neo4rs::Row) -> Result<Map<String, Value>, WardenError> {
     row.to_strict::<Map<String, Value>>()
         .map_err(|e| WardenError::Conversion {
             database: Database::Neo4j,

@@ -124,7 +124,8 @@ impl<T: Send + 'static> WithTransaction<T> {
 }
 
 /// Set while a `COMMIT` is on the wire, so that a deadline running out then is reported as
-/// [`WardenError::CommitOutcomeUnknown`] rather than a timeout a caller might retry.
+/// [`WardenError::CommitOutcomeUnknown`] rather than a timeout a caller might retry. Shared by
+/// PostgreSQL's transactions and the graph's (`graph_transaction.rs`).
 #[derive(Clone, Default)]
 pub(crate) struct Committing(Arc<AtomicBool>);
 
@@ -133,11 +134,11 @@ impl Committing {
     pub(crate) fn explain(&self, err: WardenError) -> WardenError {
         match err {
             WardenError::Timeout {
+                database,
                 phase: TimeoutPhase::Query,
                 after,
-                ..
             } if self.0.load(Ordering::Acquire) => WardenError::CommitOutcomeUnknown {
-                database: Database::Postgres,
+                database,
                 message: format!(
                     "no answer to COMMIT within the call's {}ms",
                     after.as_millis()
@@ -147,7 +148,8 @@ impl Committing {
         }
     }
 
-    fn set(&self, on: bool) {
+    /// Marks `COMMIT` as sent (`true`) or answered (`false`).
+    pub(crate) fn set(&self, on: bool) {
         self.0.store(on, Ordering::Release);
     }
 }
