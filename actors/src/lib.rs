@@ -40,8 +40,6 @@ pub mod call;
 pub mod circuit;
 pub mod connection;
 pub mod error;
-#[cfg(test)]
-mod fake;
 pub mod faults;
 pub mod graph_transaction;
 pub(crate) mod guard;

@@ -1,5 +1,5 @@
 //! Neo4jActor: a supervised neo4rs graph, and the messages applications send it: [`Cypher`],
-//! [`WithGraph`] and [`CypherTransaction`](crate::CypherTransaction).
+//! [`WithGraph`] and [`CypherTransaction`].
 //!
 //! `Graph::connect` is lazy, so the connect is proven with `RETURN 1 AS ping`, which is also
 //! the probe. neo4rs's `connection_timeout` does not cover the Bolt handshake, so every driver

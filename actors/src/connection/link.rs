@@ -1,0 +1,329 @@
+//! The link between callers and the actor: its state, published for lock-free reads, the
+//! admission of calls (by the actor's handlers or by a handle on the caller's thread), the
+//! drain at shutdown, and the report of each call's outcome to the circuit board.
+
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use actix::{prelude::*, WeakRecipient};
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use super::{driver::Timings, retry::Failed};
+use crate::{
+    breaker::{BreakerActor, CircuitBoard, Trip},
+    error::{Database, WardenError},
+    settings::RetrySettings,
+};
+
+/// The link between callers and the actor: its state, published for lock-free reads.
+pub(super) enum LinkState<C> {
+    /// A connect attempt is running; it ends by `until` at the latest.
+    Connecting { until: Instant },
+    /// Usable. `generation` tells a stale loss report from a current one.
+    Connected { client: C, generation: u64 },
+    /// Waiting; the next attempt starts at `until`.
+    Backoff { until: Instant },
+    /// Shut down or dead.
+    Stopped,
+}
+
+/// Everything a call needs, shared between the actor and the futures it hands out.
+pub(crate) struct Link<C> {
+    pub(super) database: Database,
+    pub(super) state: ArcSwap<LinkState<C>>,
+    pub(super) board: Arc<CircuitBoard>,
+    pub(super) breaker: Addr<BreakerActor>,
+    pub(super) retry: RetrySettings,
+    pub(super) jitter: f64,
+    pub(super) query_timeout: Duration,
+    /// Weak: a call must not keep the actor's mailbox open (the actor's own timers keep the
+    /// actor alive until an orderly [`Shutdown`]).
+    pub(super) owner: OnceLock<WeakRecipient<ConnectionLost>>,
+    /// One permit per pooled connection. Waiting for one is the acquire phase: bounded by the
+    /// call's deadline, reported as `Timeout { phase: Acquire }`, which a busy pool earns
+    /// without counting against the database's circuit.
+    pub(super) permits: tokio::sync::Semaphore,
+    pub(super) in_flight: AtomicUsize,
+    pub(super) idle: Notify,
+}
+
+/// A call's admission: the client to use, the generation it belongs to, its deadline and its
+/// place in the in-flight count. A call counts as in flight, and its `query_timeout` runs,
+/// from the moment it is admitted, not from when its future first runs on an I/O thread: a
+/// shutdown drain must not close the pool under a call that is still queued.
+pub(crate) struct Admitted<C> {
+    pub(super) client: C,
+    pub(super) generation: u64,
+    pub(super) deadline: Instant,
+    pub(super) in_flight: InFlight<C>,
+}
+
+impl<C: Clone + 'static> Admitted<C> {
+    /// The client the first attempt will use.
+    pub(crate) fn client(&self) -> &C {
+        &self.client
+    }
+
+    /// When the call's `query_timeout` runs out.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Runs the call: up to `retry.max_attempts` attempts with jittered backoff between them,
+    /// all inside `query_timeout`, the first on this admission, retries admitted again.
+    /// `attempt` gets the current client each time. Only retry-safe failures are retried (see
+    /// [`Failed`]). The breaker hears one outcome per call, not one per attempt.
+    pub(crate) async fn call<T, F, Fut>(self, mut attempt: F) -> Result<T, WardenError>
+    where
+        F: FnMut(C) -> Fut,
+        Fut: Future<Output = Result<T, Failed>>,
+    {
+        let Admitted {
+            client,
+            generation,
+            deadline,
+            in_flight,
+        } = self;
+        let link = &in_flight.0;
+        let result = link
+            .attempts((client, generation), deadline, &mut attempt)
+            .await;
+        match &result {
+            Ok(_) => link.report(None),
+            Err(e) if e.counts_against_circuit() => link.report(Some(e)),
+            Err(_) => {}
+        }
+        result
+    }
+}
+
+/// Counts a call in flight for the shutdown drain, until dropped (also when the call's future
+/// is dropped before it ever ran).
+pub(super) struct InFlight<C>(pub(super) Arc<Link<C>>);
+
+impl<C> Drop for InFlight<C> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl<C: Clone + 'static> Link<C> {
+    pub(super) fn new(
+        database: Database,
+        board: Arc<CircuitBoard>,
+        breaker: Addr<BreakerActor>,
+        retry: RetrySettings,
+        jitter: f64,
+        timings: Timings,
+    ) -> Self {
+        Self {
+            database,
+            state: ArcSwap::from_pointee(LinkState::Connecting {
+                until: Instant::now(),
+            }),
+            board,
+            breaker,
+            retry,
+            jitter,
+            query_timeout: timings.query_timeout,
+            owner: OnceLock::new(),
+            permits: tokio::sync::Semaphore::new(timings.call_slots.max(1)),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+    /// Admits a call, or refuses it at once (an open circuit, no connection), so that a
+    /// handler can answer a refusal without starting anything. The admission is the first
+    /// attempt's, so the common path checks the circuit and the link once.
+    ///
+    /// A handle admits calls on its caller's thread, while the actor may be shutting down on
+    /// the arbiter. So an admitted call is counted, then the state is read again, and
+    /// [`Shutdown`] stores `Stopped` before it reads the count, each with a full fence in
+    /// between: either this admission sees `Stopped`, or the drain sees the call and waits for
+    /// it. Refusals are never counted.
+    pub(crate) fn admit_call(self: &Arc<Self>) -> Result<Admitted<C>, WardenError> {
+        let (client, generation) = self.admit()?;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight(Arc::clone(self));
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if matches!(**self.state.load(), LinkState::Stopped) {
+            // The guard drops: the call is uncounted again.
+            return Err(WardenError::Stopped {
+                database: self.database,
+            });
+        }
+        Ok(Admitted {
+            client,
+            generation,
+            deadline: Instant::now() + self.query_timeout,
+            in_flight,
+        })
+    }
+
+    /// The client and generation for an attempt, or one of the refusals that cost nothing.
+    pub(super) fn admit(&self) -> Result<(C, u64), WardenError> {
+        self.admit_with(|client, generation| (client.clone(), generation))
+    }
+
+    /// The refusals that cost nothing: stopped for good, no connection, an open circuit. A
+    /// lost connection is the actor's to report (`Unavailable`, with the time of its next
+    /// attempt), so it comes before the circuit: the circuit may have opened from the calls
+    /// that failed as the connection went, and says nothing about when calls can flow again
+    /// (the reconnect closes it).
+    fn admit_with<R>(&self, admitted: impl FnOnce(&C, u64) -> R) -> Result<R, WardenError> {
+        let now = Instant::now();
+        let state = self.state.load();
+        let (client, generation) = match &**state {
+            LinkState::Connected { client, generation } => (client, *generation),
+            LinkState::Connecting { until } | LinkState::Backoff { until } => {
+                return Err(WardenError::Unavailable {
+                    database: self.database,
+                    retry_after: until.saturating_duration_since(now),
+                })
+            }
+            LinkState::Stopped => {
+                return Err(WardenError::Stopped {
+                    database: self.database,
+                })
+            }
+        };
+        if let Err(retry_after) = self.board.get(self.database).check(now) {
+            return Err(WardenError::CircuitOpen {
+                database: self.database,
+                retry_after,
+            });
+        }
+        Ok(admitted(client, generation))
+    }
+
+    /// Records a call's outcome on the board (`failure`: what it failed with). Only the call
+    /// whose failure fills the window sends the breaker a message, so a storm of failing calls
+    /// never grows a mailbox; a success with a clean window costs one atomic load.
+    fn report(&self, failure: Option<&WardenError>) {
+        if self.board.record_call(self.database, failure.is_some()) {
+            self.breaker.do_send(Trip {
+                database: self.database,
+                cause: failure.map(ToString::to_string).unwrap_or_default(),
+            });
+        }
+    }
+
+    /// Calls in flight right now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub(super) async fn drained(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.in_flight() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+/// Told by a call that the connection may be broken; the actor probes at once.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ConnectionLost {
+    pub(super) generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{error::TimeoutPhase, health::HealthActor};
+
+    /// A link with one call slot and a 200 ms call deadline, fed to a real breaker.
+    fn one_slot_link() -> Arc<Link<()>> {
+        let circuit = crate::Circuit::new(5, Duration::from_secs(30), Duration::from_secs(1));
+        let board = Arc::new(CircuitBoard::new(circuit, circuit));
+        let health = HealthActor::new(
+            &[(Database::Postgres, Duration::from_secs(1), circuit)],
+            board.clone(),
+        );
+        let breaker = BreakerActor::new(board, health.start());
+        let board = breaker.board();
+        let timings = Timings {
+            connect_timeout: Duration::from_secs(1),
+            query_timeout: Duration::from_millis(200),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+            call_slots: 1,
+        };
+        let link = Arc::new(Link::new(
+            Database::Postgres,
+            board,
+            breaker.start(),
+            RetrySettings::default(),
+            0.0,
+            timings,
+        ));
+        link.state.store(Arc::new(LinkState::Connected {
+            client: (),
+            generation: 1,
+        }));
+        link
+    }
+
+    /// The phase a `Timeout` ran out in; `None` for any other error.
+    fn timeout_phase(err: &WardenError) -> Option<TimeoutPhase> {
+        match err {
+            WardenError::Timeout { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+
+    #[actix::test]
+    async fn a_timeout_says_whether_the_slot_or_the_statement_ran_out() {
+        let link = one_slot_link();
+        // Every slot busy for longer than the deadline: the acquire phase ran out.
+        let held = link.permits.acquire().await.unwrap();
+        let started = Instant::now();
+        let err = link
+            .admit_call()
+            .unwrap()
+            .call(|()| async { Ok::<_, Failed>(()) })
+            .await
+            .unwrap_err();
+        assert_eq!(timeout_phase(&err), Some(TimeoutPhase::Acquire), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(held);
+
+        // A slot at once, then a statement slower than the deadline: the query phase.
+        let err = link
+            .admit_call()
+            .unwrap()
+            .call(|()| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, Failed>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(timeout_phase(&err), Some(TimeoutPhase::Query), "{err:?}");
+        // The slot is free again once the call has ended, and nothing counts as in flight.
+        assert_eq!(link.permits.available_permits(), 1);
+        assert_eq!(link.in_flight(), 0);
+
+        // An admitted call counts as in flight before it runs, and stops counting when it is
+        // dropped without ever running (a runtime that shut down drops it unpolled).
+        let admitted = link.admit_call().unwrap();
+        assert_eq!(link.in_flight(), 1);
+        drop(admitted);
+        assert_eq!(link.in_flight(), 0);
+    }
+}

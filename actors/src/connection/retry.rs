@@ -1,0 +1,207 @@
+//! Which failures may run again, and the attempts of one call inside its deadline.
+//!
+//! A statement that may have reached the server is not run again (a retried INSERT would run
+//! twice) unless the server says it rolled it back and asks for a retry; a transaction warden
+//! began and did not commit may run again when PostgreSQL rolled it back for a retry.
+
+use std::{future::Future, time::Instant};
+
+use actix::WeakRecipient;
+
+use super::link::{ConnectionLost, Link};
+use crate::{
+    backoff::Backoff,
+    error::{TimeoutPhase, WardenError},
+};
+
+/// How far an attempt got before it failed, which decides whether running it again is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// Nothing reached the server (no connection could be had).
+    Nothing,
+    /// One statement may have reached the server. If the server says it rolled it back and
+    /// asks for a retry (a transient `Query` error), running it again is safe.
+    OneStatement,
+    /// A caller's closure ran: it may have committed earlier statements, whatever the last
+    /// error says.
+    Anything,
+    /// A transaction warden began and had not committed: it was rolled back, and running it
+    /// again is safe when PostgreSQL rolled it back for a retry (40001, 40P01).
+    Transaction,
+}
+
+/// How an attempt failed: the error, and how far it got. A statement that may have run is not
+/// retried (a retried INSERT would run twice), unless the server rolled it back.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// What went wrong.
+    pub error: WardenError,
+    /// How far the attempt got.
+    pub reached: Reached,
+}
+
+impl Failed {
+    /// A failure before anything was sent (acquiring a connection).
+    pub fn before_send(error: WardenError) -> Self {
+        Self {
+            error,
+            reached: Reached::Nothing,
+        }
+    }
+
+    /// A failure once a single statement may have been sent.
+    pub fn after_send(error: WardenError) -> Self {
+        Self {
+            error,
+            reached: Reached::OneStatement,
+        }
+    }
+
+    /// A failure of a caller's closure, which may have done anything.
+    pub fn opaque(error: WardenError) -> Self {
+        Self {
+            error,
+            reached: Reached::Anything,
+        }
+    }
+
+    /// A failure inside a transaction that was not committed (see [`Reached::Transaction`]).
+    pub fn in_transaction(error: WardenError) -> Self {
+        Self {
+            error,
+            reached: Reached::Transaction,
+        }
+    }
+
+    /// Whether running the same attempt again cannot do anything twice.
+    fn retry_safe(&self) -> bool {
+        match (self.reached, &self.error) {
+            (Reached::Nothing, e) => e.is_transient(),
+            (Reached::Transaction, e) => e.rolled_back_for_retry(),
+            // The server rolled the statement back and asks for a retry.
+            (Reached::OneStatement, WardenError::Query { transient, .. }) => *transient,
+            (Reached::OneStatement, _) | (Reached::Anything, _) => false,
+        }
+    }
+}
+
+impl<C: Clone + 'static> Link<C> {
+    /// Runs a call's attempts: up to `retry.max_attempts`, with jittered backoff between them,
+    /// all inside `deadline`; the first on `first` (the admission's client and generation),
+    /// retries admitted again. Only retry-safe failures are retried (see [`Failed`]).
+    pub(super) async fn attempts<T, F, Fut>(
+        &self,
+        first: (C, u64),
+        deadline: Instant,
+        attempt: &mut F,
+    ) -> Result<T, WardenError>
+    where
+        F: FnMut(C) -> Fut,
+        Fut: Future<Output = Result<T, Failed>>,
+    {
+        let mut schedule = Backoff::retry(&self.retry, self.jitter);
+        let mut tries = 0;
+        let mut last_error: Option<WardenError> = None;
+        let mut first = Some(first);
+        loop {
+            tries += 1;
+            // The first attempt uses the handler's admission; retries ask again.
+            let admission = match first.take() {
+                Some(admitted) => Ok(admitted),
+                None => self.admit(),
+            };
+            let (client, generation) = match (admission, last_error) {
+                (Ok(admitted), _) => admitted,
+                // A retry refused because the failure took the connection down: the failure
+                // itself says more than "unavailable".
+                (Err(_), Some(previous)) => return Err(previous),
+                (Err(refused), None) => return Err(refused),
+            };
+            // One timer for both phases of the attempt; `phase` says which one it ran out in.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut phase = TimeoutPhase::Acquire;
+            let outcome = tokio::time::timeout(remaining, async {
+                // The semaphore is never closed; waiting here means every slot is busy.
+                let _permit = self.permits.acquire().await;
+                phase = TimeoutPhase::Query;
+                attempt(client).await
+            })
+            .await;
+            let failed = match outcome {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(failed)) => failed,
+                // The whole budget is spent: no retry can fit any more.
+                Err(_) => {
+                    return Err(WardenError::Timeout {
+                        database: self.database,
+                        phase,
+                        after: self.query_timeout,
+                    })
+                }
+            };
+            if failed.error.is_connection_loss() {
+                if let Some(owner) = self.owner.get().and_then(WeakRecipient::upgrade) {
+                    owner.do_send(ConnectionLost { generation });
+                }
+            }
+            if !failed.retry_safe() || tries >= self.retry.max_attempts {
+                return Err(failed.error);
+            }
+            let delay = schedule.next_delay(&mut rand::rng());
+            if Instant::now() + delay >= deadline {
+                return Err(failed.error);
+            }
+            tracing::info!(
+                database = %self.database,
+                attempt = tries,
+                delay_ms = delay.as_millis() as u64,
+                error = %failed.error,
+                "retrying call"
+            );
+            tokio::time::sleep(delay).await;
+            last_error = Some(failed.error);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Database;
+
+    fn conn_error() -> WardenError {
+        WardenError::Connection {
+            database: Database::Postgres,
+            message: "reset".into(),
+        }
+    }
+
+    fn deadlock() -> WardenError {
+        WardenError::Query {
+            database: Database::Postgres,
+            code: "40P01".into(),
+            message: "deadlock".into(),
+            transient: true,
+        }
+    }
+
+    #[test]
+    fn only_attempts_that_cannot_run_twice_are_retried() {
+        // Nothing reached the server: any transient failure may be retried.
+        assert!(Failed::before_send(conn_error()).retry_safe());
+        // A statement that may have run is retried only if the server rolled it back.
+        assert!(!Failed::after_send(conn_error()).retry_safe());
+        assert!(Failed::after_send(deadlock()).retry_safe());
+        // A caller's closure may have committed earlier statements: never retried.
+        assert!(!Failed::opaque(deadlock()).retry_safe());
+        assert!(!Failed::opaque(conn_error()).retry_safe());
+        // Not transient: never retried.
+        let syntax = WardenError::Query {
+            database: Database::Postgres,
+            code: "42601".into(),
+            message: "syntax".into(),
+            transient: false,
+        };
+        assert!(!Failed::before_send(syntax).retry_safe());
+    }
+}
