@@ -39,24 +39,54 @@ pub struct Shutdown {
 /// Fired with a reason when an actor stops for good without an orderly [`Shutdown`].
 pub type FatalSender = Arc<watch::Sender<Option<String>>>;
 
-/// Where the actor is in its lifecycle.
-enum Phase<P> {
-    /// A connect attempt is running.
-    Connecting,
-    /// Connected; `probe` is this generation's own connection.
-    Connected { probe: P },
-    /// Waiting out a backoff delay; `restart` is the timer that stops the actor so that its
-    /// supervisor restarts it.
-    Backoff { restart: SpawnHandle },
-    /// Shut down in order: nothing runs any more.
+/// Where the actor is in its lifecycle: the one source of truth. The link callers read
+/// ([`LinkState`]) and the state health shows ([`ConnState`]) are derived from it, in
+/// [`ConnectionActor::enter`], the only place the phase changes.
+enum Phase<C, P> {
+    /// A connect attempt is running; it ends by `until` at the latest.
+    Connecting { until: Instant },
+    /// Connected: `client` is what calls get, `probe` this generation's own connection.
+    Connected { client: C, probe: P },
+    /// Waiting out a backoff delay until `until`; `restart` is the timer that stops the actor
+    /// then, so that its supervisor restarts it.
+    Backoff {
+        until: Instant,
+        restart: SpawnHandle,
+    },
+    /// Shut down in order, or dead: nothing runs any more.
     Stopped,
+}
+
+impl<C: Clone, P> Phase<C, P> {
+    /// What callers see of this phase.
+    fn link_state(&self, generation: u64) -> LinkState<C> {
+        match self {
+            Phase::Connecting { until } => LinkState::Connecting { until: *until },
+            Phase::Connected { client, .. } => LinkState::Connected {
+                client: client.clone(),
+                generation,
+            },
+            Phase::Backoff { until, .. } => LinkState::Backoff { until: *until },
+            Phase::Stopped => LinkState::Stopped,
+        }
+    }
+
+    /// What health shows of this phase.
+    fn conn_state(&self) -> ConnState {
+        match self {
+            Phase::Connecting { .. } => ConnState::Connecting,
+            Phase::Connected { .. } => ConnState::Connected,
+            Phase::Backoff { .. } => ConnState::Backoff,
+            Phase::Stopped => ConnState::Stopped,
+        }
+    }
 }
 
 /// A supervised actor that keeps one database alive. See the module docs.
 pub struct ConnectionActor<D: Driver> {
     driver: D,
     link: Arc<Link<D::Client>>,
-    phase: Phase<D::Probe>,
+    phase: Phase<D::Client, D::Probe>,
     health: Addr<HealthActor>,
     breaker: Addr<BreakerActor>,
     backoff: Backoff,
@@ -89,7 +119,9 @@ impl<D: Driver> ConnectionActor<D> {
         Self {
             driver,
             link,
-            phase: Phase::Connecting,
+            phase: Phase::Connecting {
+                until: Instant::now(),
+            },
             health,
             breaker,
             backoff: Backoff::reconnect(backoff),
@@ -117,7 +149,13 @@ impl<D: Driver> ConnectionActor<D> {
         });
     }
 
-    fn set_state(&mut self, state: ConnState) {
+    /// Moves to `phase`, publishing what callers and health see of it.
+    fn enter(&mut self, phase: Phase<D::Client, D::Probe>) {
+        let state = phase.conn_state();
+        self.link
+            .state
+            .store(Arc::new(phase.link_state(self.generation)));
+        self.phase = phase;
         let changed = self.report.state != state;
         self.report.state = state;
         if state != ConnState::Backoff {
@@ -141,11 +179,9 @@ impl<D: Driver> ConnectionActor<D> {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let timings = self.driver.timings();
         self.generation += 1;
-        self.phase = Phase::Connecting;
-        self.link.state.store(Arc::new(LinkState::Connecting {
+        self.enter(Phase::Connecting {
             until: Instant::now() + timings.connect_timeout,
-        }));
-        self.set_state(ConnState::Connecting);
+        });
         let started = Instant::now();
         let connect = self.driver.connect();
         let fut = async move {
@@ -168,40 +204,30 @@ impl<D: Driver> ConnectionActor<D> {
     }
 
     fn on_connected(&mut self, client: D::Client, probe: D::Probe, latency: Duration) {
-        if !matches!(self.phase, Phase::Connecting) {
+        if !matches!(self.phase, Phase::Connecting { .. }) {
             return;
         }
         self.backoff.reset();
-        self.phase = Phase::Connected { probe };
-        self.link.state.store(Arc::new(LinkState::Connected {
-            client,
-            generation: self.generation,
-        }));
         self.report.latency = Some(latency);
         self.report.last_ok_at = Some(Utc::now());
         self.report.last_error = None;
         self.report.consecutive_failures = 0;
         // Whatever failed before came from a connection that is gone.
         self.breaker.do_send(Reconnected(D::DATABASE));
-        self.set_state(ConnState::Connected);
+        self.enter(Phase::Connected { client, probe });
     }
 
     /// A connect or a probe failed: drop this generation's probe connection, refuse calls,
     /// and restart after the next backoff delay.
     fn on_failure(&mut self, err: WardenError, ctx: &mut Context<Self>) {
-        if !matches!(self.phase, Phase::Connecting | Phase::Connected { .. }) {
+        if !matches!(
+            self.phase,
+            Phase::Connecting { .. } | Phase::Connected { .. }
+        ) {
             return;
         }
         let delay = self.backoff.next_delay(&mut rand::rng());
         let until = Instant::now() + delay;
-        self.link
-            .state
-            .store(Arc::new(LinkState::Backoff { until }));
-        // The supervisor restarts the actor when it stops; started() connects again. The old
-        // probe connection is dropped here, before the next one opens.
-        self.phase = Phase::Backoff {
-            restart: ctx.run_later(delay, |_, ctx| ctx.stop()),
-        };
         self.report.consecutive_failures = self.report.consecutive_failures.saturating_add(1);
         self.report.last_error = Some(err.to_string());
         self.report.next_attempt_at =
@@ -213,7 +239,10 @@ impl<D: Driver> ConnectionActor<D> {
             error = %err,
             "connection failed; backing off"
         );
-        self.set_state(ConnState::Backoff);
+        // The supervisor restarts the actor when it stops; started() connects again. The old
+        // probe connection is dropped here, before the next one opens.
+        let restart = ctx.run_later(delay, |_, ctx| ctx.stop());
+        self.enter(Phase::Backoff { until, restart });
     }
 
     /// Every probe interval: probe when connected, else tell health we are alive, so that it
@@ -221,13 +250,13 @@ impl<D: Driver> ConnectionActor<D> {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         match self.phase {
             Phase::Connected { .. } => self.probe(ctx),
-            Phase::Connecting | Phase::Backoff { .. } => self.push_health(),
+            Phase::Connecting { .. } | Phase::Backoff { .. } => self.push_health(),
             Phase::Stopped => {}
         }
     }
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
-        let Phase::Connected { probe } = &self.phase else {
+        let Phase::Connected { probe, .. } = &self.phase else {
             return;
         };
         if self.probe_in_flight {
@@ -301,10 +330,8 @@ impl<D: Driver> Drop for ConnectionActor<D> {
             format!("{} actor stopped unexpectedly", D::DATABASE)
         };
         tracing::error!(database = %D::DATABASE, "{reason}");
-        self.link.state.store(Arc::new(LinkState::Stopped));
-        self.report.state = ConnState::Stopped;
         self.report.last_error = Some(reason.clone());
-        self.push_health();
+        self.enter(Phase::Stopped);
         self.fatal.send_replace(Some(reason));
     }
 }
@@ -324,11 +351,10 @@ impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         // A pending restart would drop this very future with the actor's context.
-        if let Phase::Backoff { restart } = self.phase {
+        if let Phase::Backoff { restart, .. } = self.phase {
             ctx.cancel_future(restart);
         }
-        self.phase = Phase::Stopped;
-        self.link.state.store(Arc::new(LinkState::Stopped));
+        self.enter(Phase::Stopped);
         // Pairs with the fence in `Link::admit_call`: a call admitted elsewhere from an older
         // state is in the count the drain reads.
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -353,10 +379,7 @@ impl<D: Driver> Handler<Shutdown> for ConnectionActor<D> {
                 .max(Duration::from_millis(200));
             let _ = tokio::time::timeout(left, close).await;
         };
-        Box::pin(fut.into_actor(self).map(|_, act, _| {
-            act.report.state = ConnState::Stopped;
-            act.report.next_attempt_at = None;
-            act.push_health();
+        Box::pin(fut.into_actor(self).map(|_, _, _| {
             tracing::info!(database = %D::DATABASE, "connection closed");
         }))
     }
