@@ -4,9 +4,9 @@
 //! # Layout
 //! - [`connection`]: the supervised connection actor both database actors are made of
 //!   (connect, probe, back off, restart; calls that never queue behind each other).
-//! - [`postgres`] / [`neo4j`]: the drivers, and the public messages [`Sql`] and [`Cypher`].
-//! - [`transaction`] / [`graph_transaction`]: several statements all-or-nothing,
-//!   [`Transaction`] for PostgreSQL and [`CypherTransaction`] for the graph.
+//! - [`postgres`] / [`neo4j`]: each driver with its messages ([`Sql`], [`Transaction`];
+//!   [`Cypher`], [`CypherTransaction`]), its error classification and its row conversion;
+//!   [`rows`]: the result shape both share.
 //! - [`call`]: [`Call`], the messages that run on a database's own I/O threads once admitted.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
@@ -15,7 +15,8 @@
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
 //!   I/O threads without the actor.
 //! - [`warden`]: [`Warden`], which starts the four actors and shuts them down.
-//! - [`settings`], [`error`], [`secret`]: configuration, the error callers see, redaction.
+//! - [`settings`], [`error`], [`secret`], [`params`]: configuration, the error callers see,
+//!   redaction, parameter bounds.
 //!
 //! # Use
 //! ```no_run
@@ -41,7 +42,6 @@ pub mod circuit;
 pub mod connection;
 pub mod error;
 pub mod faults;
-pub mod graph_transaction;
 pub(crate) mod guard;
 pub mod handle;
 pub mod health;
@@ -49,11 +49,9 @@ pub(crate) mod io;
 pub mod neo4j;
 pub mod params;
 pub mod postgres;
+pub mod rows;
 pub mod secret;
-pub(crate) mod session;
 pub mod settings;
-pub(crate) mod statement;
-pub mod transaction;
 pub mod warden;
 
 pub use crate::{
@@ -62,13 +60,14 @@ pub use crate::{
     circuit::Circuit,
     connection::Shutdown,
     error::{Database, TimeoutPhase, WardenError},
-    graph_transaction::CypherTransaction,
     handle::{CallHandle, Neo4jHandle, PostgresHandle},
     health::{GetHealth, HealthActor, HealthHandle, HealthView},
+    neo4j::transaction::CypherTransaction,
     neo4j::{Cypher, Neo4jActor, WithGraph},
-    postgres::{PostgresActor, Rows, Sql, WithPool},
+    postgres::transaction::{Isolation, Transaction, WithTransaction},
+    postgres::{PostgresActor, Sql, WithPool},
+    rows::Rows,
     secret::Secret,
     settings::{SettingsError, WardenSettings},
-    transaction::{Isolation, Transaction, WithTransaction},
     warden::Warden,
 };

@@ -29,14 +29,19 @@ use crate::{
     connection::{
         Admitted, ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings,
     },
-    error::{from_neo4rs, Database, WardenError},
-    graph_transaction::{self, CypherTransaction},
+    error::{Database, WardenError},
     io::IoRuntime,
-    postgres::Rows,
+    postgres::transaction::Committing,
+    rows::Rows,
     secret::Secret,
     settings::Neo4jSettings,
-    transaction::Committing,
 };
+
+mod errors;
+pub mod transaction;
+
+pub(crate) use errors::from_neo4rs;
+use transaction::CypherTransaction;
 
 /// The supervised Neo4j actor.
 pub type Neo4jActor = ConnectionActor<Neo4jDriver>;
@@ -283,7 +288,7 @@ mod starts {
             let committing = Committing::default();
             Box::pin(async move {
                 admitted
-                    .call(|client| graph_transaction::run_statements(client, &self, &committing))
+                    .call(|client| transaction::run_statements(client, &self, &committing))
                     .await
                     .map_err(|e| committing.explain(e))
             })

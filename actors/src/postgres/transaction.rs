@@ -27,9 +27,12 @@ use sqlx::{pool::PoolConnection, PgConnection, Postgres};
 use crate::{
     connection::Failed,
     error::{Database, TimeoutPhase, WardenError},
-    postgres::{PgClient, Rows, Sql},
-    session,
-    statement::{self, Context, Effect},
+    postgres::{
+        session,
+        statement::{self, Context, Effect},
+        PgClient, Sql,
+    },
+    rows::Rows,
 };
 
 /// The isolation level a transaction runs at.
@@ -200,7 +203,7 @@ pub(crate) async fn run_statements(
     let mut open = Open::begin(&client, tx.isolation).await?;
     let mut out = Vec::with_capacity(tx.statements.len());
     for sql in &tx.statements {
-        match crate::postgres::fetch_rows(&client, open.conn(), sql).await {
+        match crate::postgres::messages::fetch_rows(&client, open.conn(), sql).await {
             Ok(rows) => out.push(rows),
             Err(e) => return Err(open.rollback(Failed::in_transaction(e)).await),
         }

@@ -29,8 +29,8 @@ use crate::{
     connection::Failed,
     error::{Database, WardenError},
     neo4j::{row_to_json, to_query, Cypher, GraphClient},
-    postgres::Rows,
-    transaction::Committing,
+    postgres::transaction::Committing,
+    rows::Rows,
 };
 
 /// Cypher statements run all-or-nothing in one explicit transaction, in order: the rows of

@@ -1,0 +1,472 @@
+//! Connects, probes and closes; owns the pool callers share and the rules it is trusted by.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::future::LocalBoxFuture;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
+    ConnectOptions, Connection, PgPool,
+};
+use url::Url;
+
+use super::migrate::migrate_on;
+use crate::{
+    call::IoClient,
+    connection::{ConnectFuture, Driver, PoolSlot, Timings},
+    error::{Database, WardenError},
+    io::IoRuntime,
+    postgres::errors::{from_sqlx, PgBounds},
+    postgres::session::{self, Untrusted},
+    secret::Secret,
+    settings::{check_schema, percent_decode, PostgresSettings, SettingsError},
+};
+
+/// A generation's probe connection: PostgresActor's own, outside the pool. Probing through
+/// the pool would measure its contention, not the server: with every pooled connection busy, a
+/// probe waiting for one would time out and take a healthy database for a dead one. It counts
+/// towards `max_connections`, so the pool gets one less.
+pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
+
+/// What calls get: the shared pool, the runtime its sockets belong to (where calls run), the
+/// moment since which its idle connections are trusted, and what mapping its errors needs.
+#[derive(Clone)]
+pub struct PgClient {
+    pub(super) pool: PgPool,
+    pub(super) io: tokio::runtime::Handle,
+    trust: Arc<TrustedSince>,
+    pub(super) untrusted: Arc<Untrusted>,
+    pub(super) bounds: PgBounds,
+    pub(super) secrets: Arc<Vec<Secret>>,
+}
+
+impl PgClient {
+    /// The shared pool.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Maps a driver error; a connection-class one withdraws trust from every idle connection,
+    /// so that the next acquires ping them instead of handing out more dead ones.
+    pub(crate) fn error(&self, e: &sqlx::Error) -> WardenError {
+        let e = from_sqlx(e, self.bounds, &self.secrets);
+        if e.is_connection_loss() {
+            self.trust.mark();
+        }
+        e
+    }
+}
+
+/// A pooled connection released this recently, after the last reconnect and the last
+/// connection-class failure, is handed out without a liveness round trip (HikariCP's
+/// `aliveBypassWindowMs` has the same default). sqlx pings every connection when it is released
+/// (off the caller's path), and with `test_before_acquire` again when it is acquired, which
+/// doubles the round trips a caller waits for on a short statement; here the release ping is
+/// recent enough, and warden's own probe watches the server. The price: a connection that dies
+/// within the window after its release (a crash, `pg_terminate_backend`) fails the call that
+/// gets it with a `Connection` error (not retried: the statement may have run), instead of
+/// being replaced unseen. The first such failure withdraws trust from every idle connection.
+pub const ALIVE_BYPASS: Duration = Duration::from_millis(500);
+
+/// Connects, probes and closes; owns the pool callers share.
+pub struct PgDriver {
+    pub(super) settings: PostgresSettings,
+    pub(super) password: Option<Secret>,
+    /// Created on the first successful connect and kept until shutdown: checked before use
+    /// (see `ALIVE_BYPASS`), the pool discards dead connections by itself, and one pool for
+    /// the actor's life means warden never holds more than `max_connections`, even while calls
+    /// from before an outage still hold connections.
+    pub(super) pool: Arc<PoolSlot<PgClient>>,
+    /// The pool's I/O threads, started with the first connect and stopped when the actor is
+    /// dropped, after the pool has closed.
+    pub(super) io: Arc<OnceLock<IoRuntime>>,
+    /// Idle connections released before this moment (the last successful connect, or the last
+    /// connection-class failure of a call) are pinged before use.
+    trust: Arc<TrustedSince>,
+    /// While a `WithPool` closure may hold pooled connections, every release is reset.
+    pub(super) untrusted: Arc<Untrusted>,
+    /// Scrubbed from every error text: the password, and libpq's `PGPASSWORD`, which sqlx
+    /// honours when the URL has none.
+    pub(super) secrets: Arc<Vec<Secret>>,
+    /// Migrations run once per process, on the first successful connect.
+    pub(super) migrated: Arc<AtomicBool>,
+}
+
+impl PgDriver {
+    /// A driver for `settings`. Refuses a schema that is not a plain identifier, since it is
+    /// pasted into SQL (`search_path`, the migrations); validated settings always pass.
+    pub fn new(settings: PostgresSettings) -> Result<Self, SettingsError> {
+        check_schema(&settings.schema)?;
+        let password = settings.effective_password();
+        let secrets = password
+            .iter()
+            .cloned()
+            .chain(std::env::var("PGPASSWORD").ok().map(Secret::new))
+            .collect();
+        Ok(Self {
+            settings,
+            password,
+            pool: Arc::new(PoolSlot::new()),
+            io: Arc::new(OnceLock::new()),
+            trust: Arc::new(TrustedSince::new()),
+            untrusted: Arc::new(Untrusted::new()),
+            secrets: Arc::new(secrets),
+            migrated: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    fn bounds(&self) -> PgBounds {
+        PgBounds {
+            acquire: self.settings.connect_timeout,
+            statement: self.statement_timeout(),
+        }
+    }
+
+    fn pool_options(&self) -> PgPoolOptions {
+        let s = &self.settings;
+        PgPoolOptions::new()
+            // One connection of max_connections is the probe's.
+            .max_connections(s.max_connections.saturating_sub(1).max(1))
+            .min_connections(s.min_connections.min(s.max_connections.saturating_sub(1)))
+            // sqlx retries connects inside acquire_timeout (30 s by default): keep it to the
+            // connect bound so an outage surfaces in seconds.
+            .acquire_timeout(s.connect_timeout)
+            // A connection that died with its server is discarded, not handed out: pinged
+            // first unless released recently and since trust was last withdrawn (see
+            // ALIVE_BYPASS).
+            .test_before_acquire(false)
+            .before_acquire({
+                let trust = self.trust.clone();
+                move |conn, meta| {
+                    let fresh = meta.idle_for < ALIVE_BYPASS.min(trust.elapsed());
+                    Box::pin(async move {
+                        // `false` discards it; the pool opens another.
+                        Ok(fresh || conn.ping().await.is_ok())
+                    })
+                }
+            })
+            // A `WithPool` closure can leave anything on a session (a `BEGIN`, a `SET`): while
+            // one may be running, every connection released is reset, or closed if that fails.
+            // Calls warden runs itself never need it (see `statement.rs`), so it costs nothing
+            // unless `WithPool` is in use.
+            .after_release({
+                let untrusted = self.untrusted.clone();
+                move |conn, _| {
+                    let check = untrusted.now();
+                    Box::pin(async move {
+                        if !check {
+                            return Ok(true);
+                        }
+                        Ok(match session::reset(conn).await {
+                            Ok(()) => true,
+                            Err(error) => {
+                                tracing::warn!(%error, "could not reset a pooled session; closing the connection");
+                                false
+                            }
+                        })
+                    })
+                }
+            })
+    }
+
+    /// `statement_timeout` as sent: the configured one, but at least a tenth of `query_timeout`
+    /// (100 ms at least) below it.
+    fn statement_timeout(&self) -> Duration {
+        let q = self.settings.query_timeout;
+        let margin = (q / 10).max(Duration::from_millis(100));
+        self.settings
+            .statement_timeout
+            .min(q.saturating_sub(margin))
+            .max(Duration::from_millis(1))
+    }
+
+    /// Connect options built field by field (see the module docs for why). Crate-private: their
+    /// `Debug` prints the password, so they never leave the crate; `warden migrate` goes
+    /// through [`run_migrations`].
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, WardenError> {
+        let s = &self.settings;
+        let bad = |why: String| WardenError::Connection {
+            database: Database::Postgres,
+            message: why,
+        };
+        let url = Url::parse(&s.url).map_err(|e| bad(format!("invalid postgres.url: {e}")))?;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let user = match url.username() {
+            "" => "postgres".to_owned(),
+            u => percent_decode(u),
+        };
+        let database = match url.path().trim_start_matches('/') {
+            "" => user.clone(),
+            d => percent_decode(d),
+        };
+        let mut opts = PgConnectOptions::new_without_pgpass()
+            .host(host)
+            .port(url.port().unwrap_or(5432))
+            .username(&user)
+            .database(&database)
+            .application_name(&s.application_name)
+            .options([
+                (
+                    "statement_timeout",
+                    format!("{}ms", self.statement_timeout().as_millis()),
+                ),
+                ("search_path", format!("{},public", s.schema)),
+            ])
+            .log_statements(tracing::log::LevelFilter::Debug);
+        if let Some(password) = &self.password {
+            opts = opts.password(password.expose());
+        }
+        for (key, value) in url.query_pairs() {
+            if key == "sslmode" || key == "ssl-mode" {
+                let mode: PgSslMode = value
+                    .parse()
+                    .map_err(|_| bad(format!("invalid sslmode `{value}`")))?;
+                opts = opts.ssl_mode(mode);
+            }
+        }
+        Ok(opts)
+    }
+}
+
+impl Driver for PgDriver {
+    type Client = PgClient;
+    type Probe = PgProbe;
+    const DATABASE: Database = Database::Postgres;
+
+    fn timings(&self) -> Timings {
+        let s = &self.settings;
+        let migrations_pending =
+            s.run_migrations && !self.migrated.load(std::sync::atomic::Ordering::Acquire);
+        Timings {
+            // Migrations run inside the first connect; give them a query's time as well.
+            connect_timeout: if migrations_pending {
+                s.connect_timeout + s.query_timeout
+            } else {
+                s.connect_timeout
+            },
+            query_timeout: s.query_timeout,
+            probe_interval: s.probe_interval,
+            probe_timeout: s.probe_timeout,
+            call_slots: s.max_connections.saturating_sub(1).max(1) as usize,
+        }
+    }
+
+    fn connect(&self) -> ConnectFuture<PgClient, PgProbe> {
+        let opts = self.connect_options();
+        let s = self.settings.clone();
+        let secrets = self.secrets.clone();
+        let migrated = self.migrated.clone();
+        let cell = self.pool.clone();
+        let io_cell = self.io.clone();
+        let trust = self.trust.clone();
+        let untrusted = self.untrusted.clone();
+        let pool_options = self.pool_options();
+        let bounds = self.bounds();
+        Box::pin(async move {
+            let opts = opts?;
+            // One connection, one TCP attempt: the pool would retry a refused connect inside
+            // acquire_timeout on its own. Warden's backoff paces these connects; the pool's own
+            // refills happen only inside a call's acquire, bounded by acquire_timeout.
+            let mut conn = opts
+                .connect()
+                .await
+                .map_err(|e| from_sqlx(&e, bounds, &secrets))?;
+            let proven = async {
+                sqlx::query("SELECT 1")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| from_sqlx(&e, bounds, &secrets))?;
+                if s.run_migrations && !migrated.load(std::sync::atomic::Ordering::Acquire) {
+                    migrate_on(&mut conn, &s.schema, s.query_timeout, &secrets).await?;
+                    migrated.store(true, std::sync::atomic::Ordering::Release);
+                    sqlx::query("RESET lock_timeout")
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| from_sqlx(&e, bounds, &secrets))?;
+                }
+                Ok::<_, WardenError>(())
+            }
+            .await;
+            if let Err(e) = proven {
+                // A failed migration leaks sqlx's advisory lock on the connection it ran on:
+                // close it rather than keep it.
+                let _ = conn.close().await;
+                return Err(e);
+            }
+            trust.mark();
+            let io = match io_cell.get() {
+                Some(io) => io.handle().clone(),
+                None => {
+                    let io = IoRuntime::new("warden-pg-io", s.io_threads).map_err(|e| {
+                        WardenError::Connection {
+                            database: Database::Postgres,
+                            message: format!("cannot start the pool's I/O threads: {e}"),
+                        }
+                    })?;
+                    io_cell.get_or_init(|| io).handle().clone()
+                }
+            };
+            let client = cell.get_or_open(|| {
+                // Created inside the I/O runtime: the pool's own tasks (the reaper, refills
+                // to min_connections) run there, so every pooled socket belongs to it.
+                let _inside = io.enter();
+                PgClient {
+                    pool: pool_options.connect_lazy_with(opts),
+                    io: io.clone(),
+                    trust: trust.clone(),
+                    untrusted: untrusted.clone(),
+                    bounds,
+                    secrets: secrets.clone(),
+                }
+            });
+            let Some(client) = client else {
+                // Shut down while this connect ran.
+                let _ = conn.close().await;
+                return Err(WardenError::Stopped {
+                    database: Database::Postgres,
+                });
+            };
+            Ok((client, Arc::new(tokio::sync::Mutex::new(conn))))
+        })
+    }
+
+    fn probe(&self, probe: &PgProbe) -> LocalBoxFuture<'static, Result<(), WardenError>> {
+        let probe = probe.clone();
+        let secrets = self.secrets.clone();
+        Box::pin(async move {
+            let mut conn = probe.lock().await;
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+                .map_err(|e| from_sqlx(&e, PgBounds::default(), &secrets))
+        })
+    }
+
+    fn close(&self) -> LocalBoxFuture<'static, ()> {
+        let pool = self.pool.close();
+        Box::pin(async move {
+            if let Some(client) = pool {
+                client.pool.close().await;
+            }
+        })
+    }
+}
+
+impl IoClient for PgClient {
+    fn io(&self) -> &tokio::runtime::Handle {
+        &self.io
+    }
+}
+
+/// The moment since which idle pooled connections are trusted, readable from any thread.
+struct TrustedSince {
+    base: Instant,
+    /// Nanoseconds after `base`.
+    at: AtomicU64,
+}
+
+impl TrustedSince {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    /// Trusts only connections released from now on.
+    fn mark(&self) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.at.store(nanos, Ordering::Release);
+    }
+
+    /// Time since trust was last withdrawn.
+    fn elapsed(&self) -> Duration {
+        let at = Duration::from_nanos(self.at.load(Ordering::Acquire));
+        self.base.elapsed().saturating_sub(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_timeout_stays_below_the_call_timeout() {
+        let mut s = PostgresSettings::default();
+        assert_eq!(
+            PgDriver::new(s.clone()).unwrap().statement_timeout(),
+            Duration::from_secs(27)
+        );
+        s.statement_timeout = Duration::from_secs(5);
+        assert_eq!(
+            PgDriver::new(s.clone()).unwrap().statement_timeout(),
+            Duration::from_secs(5)
+        );
+        s.query_timeout = Duration::from_millis(500);
+        assert_eq!(
+            PgDriver::new(s).unwrap().statement_timeout(),
+            Duration::from_millis(400)
+        );
+    }
+
+    #[test]
+    fn connect_options_never_print_the_password() {
+        let s = PostgresSettings {
+            url: "postgres://app:s3cret@db.example:6543/wallets".into(),
+            ..Default::default()
+        };
+        let opts = PgDriver::new(s).unwrap().connect_options().unwrap();
+        assert_eq!(opts.get_host(), "db.example");
+        assert_eq!(opts.get_port(), 6543);
+        assert_eq!(opts.get_username(), "app");
+        assert_eq!(opts.get_database(), Some("wallets"));
+        assert_eq!(opts.get_application_name(), Some("warden"));
+        let o = opts.get_options().unwrap();
+        assert!(o.contains("search_path=walltrack,public"), "{o}");
+        assert!(o.contains("statement_timeout=27000ms"), "{o}");
+    }
+
+    #[test]
+    fn a_schema_that_is_not_an_identifier_is_refused_before_any_sql() {
+        for schema in [
+            "walltrack; DROP SCHEMA public",
+            "wall-track",
+            "1st",
+            "",
+            "x\"y",
+        ] {
+            let s = PostgresSettings {
+                // Nothing listens on port 1: a missing check fails to connect, not as Usage.
+                url: "postgres://postgres@127.0.0.1:1/postgres".into(),
+                schema: schema.into(),
+                ..Default::default()
+            };
+            let err = PgDriver::new(s.clone()).err().unwrap();
+            assert_eq!(err.key, "postgres.schema", "{schema}");
+
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let err = rt
+                .block_on(crate::postgres::run_migrations(&s))
+                .unwrap_err();
+            assert!(
+                matches!(&err, WardenError::Usage { message, .. }
+                    if message.contains("postgres.schema") && message.contains("plain identifier")),
+                "{schema}: {err}"
+            );
+        }
+        let s = PostgresSettings {
+            schema: "wallet_2".into(),
+            ..Default::default()
+        };
+        assert!(PgDriver::new(s).is_ok());
+    }
+}

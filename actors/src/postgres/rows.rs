@@ -1,0 +1,147 @@
+//! Parameters to PostgreSQL types, and rows to JSON.
+
+use serde_json::{Map, Value};
+use sqlx::{
+    postgres::{PgArguments, PgRow, PgTypeInfo},
+    query::Query,
+    Column, Postgres, Row, TypeInfo, ValueRef,
+};
+
+use crate::error::{Database, WardenError};
+
+/// A NULL whose type the server infers: declared as `unknown` (OID 705), which PostgreSQL
+/// resolves from context like an untyped literal. Only NULL can be sent this way, since a
+/// value's bytes must match the type sqlx declares.
+struct UntypedNull;
+
+impl sqlx::Type<Postgres> for UntypedNull {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(sqlx::postgres::types::Oid(705))
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for UntypedNull {
+    fn encode_by_ref(
+        &self,
+        _: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
+pub(super) fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    value: &Value,
+) -> Query<'q, Postgres, PgArguments> {
+    match value {
+        Value::Null => query.bind(UntypedNull),
+        Value::Bool(b) => query.bind(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => query.bind(i),
+            None => query.bind(n.as_f64()),
+        },
+        Value::String(s) => query.bind(s.clone()),
+        Value::Array(_) | Value::Object(_) => query.bind(sqlx::types::Json(value.clone())),
+    }
+}
+
+/// Converts one row: common PostgreSQL types to their natural JSON, numeric as a string (JSON
+/// numbers would lose its precision), timestamptz as RFC 3339 UTC.
+pub(super) fn row_to_json(row: &PgRow) -> Result<Map<String, Value>, WardenError> {
+    let mut out = Map::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let value = column_to_json(row, i).map_err(|e| WardenError::Conversion {
+            database: Database::Postgres,
+            message: format!(
+                "column `{}` ({}): {e}",
+                column.name(),
+                column.type_info().name()
+            ),
+        })?;
+        out.insert(column.name().to_owned(), value);
+    }
+    Ok(out)
+}
+
+fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
+    if row.try_get_raw(i)?.is_null() {
+        return Ok(Value::Null);
+    }
+    let type_name = row.columns()[i].type_info().name().to_owned();
+    Ok(match type_name.as_str() {
+        "BOOL" => Value::Bool(row.try_get(i)?),
+        "INT2" => Value::from(row.try_get::<i16, _>(i)?),
+        "INT4" => Value::from(row.try_get::<i32, _>(i)?),
+        "INT8" => Value::from(row.try_get::<i64, _>(i)?),
+        "OID" => Value::from(row.try_get::<sqlx::postgres::types::Oid, _>(i)?.0),
+        "FLOAT4" => float(row.try_get::<f32, _>(i)?.into()),
+        "FLOAT8" => float(row.try_get::<f64, _>(i)?),
+        "NUMERIC" => Value::String(numeric_text(row, i)?),
+        "VOID" => Value::Null,
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => {
+            Value::String(row.try_get(i)?)
+        }
+        "UUID" => Value::String(row.try_get::<sqlx::types::Uuid, _>(i)?.to_string()),
+        "TIMESTAMPTZ" => Value::String(
+            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)?
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        ),
+        "TIMESTAMP" => Value::String(row.try_get::<chrono::NaiveDateTime, _>(i)?.to_string()),
+        "DATE" => Value::String(row.try_get::<chrono::NaiveDate, _>(i)?.to_string()),
+        "TIME" => Value::String(row.try_get::<chrono::NaiveTime, _>(i)?.to_string()),
+        "JSON" | "JSONB" => row.try_get::<sqlx::types::Json<Value>, _>(i)?.0,
+        "TEXT[]" | "VARCHAR[]" => Value::from(row.try_get::<Vec<String>, _>(i)?),
+        "INT4[]" => Value::from(row.try_get::<Vec<i32>, _>(i)?),
+        "INT8[]" => Value::from(row.try_get::<Vec<i64>, _>(i)?),
+        "BOOL[]" => Value::from(row.try_get::<Vec<bool>, _>(i)?),
+        "FLOAT8[]" => Value::from(row.try_get::<Vec<f64>, _>(i)?),
+        "UUID[]" => Value::from(
+            row.try_get::<Vec<sqlx::types::Uuid>, _>(i)?
+                .iter()
+                .map(|u| u.to_string())
+                .collect::<Vec<_>>(),
+        ),
+        other => {
+            return Err(sqlx::Error::Decode(
+                format!("no JSON mapping for type {other}; cast it in SQL (e.g. ::text)").into(),
+            ))
+        }
+    })
+}
+
+/// A numeric as PostgreSQL prints it. The decoded value loses the display scale (`10.50`
+/// would print as `10.5000`), so the scale is read from the binary header (ndigits, weight,
+/// sign, dscale: four big-endian i16s) and applied.
+fn numeric_text(row: &PgRow, i: usize) -> Result<String, sqlx::Error> {
+    let raw = row.try_get_raw(i)?;
+    let bytes = raw.as_bytes().map_err(sqlx::Error::Decode)?;
+    // sign 0xC000 is NaN, which BigDecimal cannot hold.
+    if bytes.len() >= 6 && bytes[4..6] == [0xC0, 0x00] {
+        return Ok("NaN".into());
+    }
+    let dscale = bytes
+        .get(6..8)
+        .map(|b| i64::from(i16::from_be_bytes([b[0], b[1]])))
+        .unwrap_or(0);
+    let value = row.try_get::<sqlx::types::BigDecimal, _>(i)?;
+    Ok(value.with_scale(dscale).to_string())
+}
+
+/// NaN and infinities have no JSON number; they become strings as PostgreSQL prints them.
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f).map_or_else(
+        || {
+            Value::String(
+                if f.is_nan() {
+                    "NaN"
+                } else if f > 0.0 {
+                    "Infinity"
+                } else {
+                    "-Infinity"
+                }
+                .into(),
+            )
+        },
+        Value::Number,
+    )
+}
