@@ -41,17 +41,17 @@ pub(crate) struct Refusal(pub String);
 
 /// Decides what `sql` may do to its session, or refuses it.
 pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
-    let words = leading_words(sql, 3);
-    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let words = leading_words(sql);
+    let word = |i: usize| words[i].as_str();
     let first = word(0);
-    let name = first.to_ascii_uppercase();
+    let name = || first.to_ascii_uppercase();
     match first {
         "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
             return Err(Refusal(format!(
                 "`{}` is transaction control: a pooled connection must not be left inside a \
                  transaction; send a Transaction (statements run all-or-nothing) or a \
                  WithTransaction (a closure) instead",
-                name
+                name()
             )));
         }
         "prepare" if word(1) == "transaction" => {
@@ -64,7 +64,7 @@ pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
                 "`{}` manages named prepared statements, which outlive the call on a pooled \
                  connection (and warden prepares and caches statements itself); send the \
                  statement with parameters instead",
-                name
+                name()
             )));
         }
         "set" if word(1) == "local" && context == Context::InTransaction => {}
@@ -78,14 +78,14 @@ pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
             return Err(Refusal(format!(
                 "`{}` changes the session of a pooled connection that other calls share; use \
                  `SET LOCAL` inside a Transaction, or set it in warden's configuration",
-                name
+                name()
             )));
         }
         "listen" | "unlisten" => {
             return Err(Refusal(format!(
                 "`{}` subscribes the session of a pooled connection that other calls share; \
                  keep a dedicated connection for notifications",
-                name
+                name()
             )));
         }
         "declare" => {
@@ -113,24 +113,32 @@ pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
         }
         _ => {}
     }
-    if let Some(function) = SESSION_LOCKS
-        .iter()
-        .find(|f| contains_word(&code_only(sql), f))
-    {
-        return Err(Refusal(format!(
-            "`{function}` takes a session-level advisory lock, which outlives the call on a \
-             pooled connection; use the `_xact_` variant (`pg_advisory_xact_lock`) inside a \
-             Transaction"
-        )));
+    // The scans below copy the text; the common statement names none of what they look for,
+    // which a search without a copy tells.
+    let locks = contains_ignoring_case(sql, "advisory_lock");
+    if locks {
+        let code = code_only(sql);
+        if let Some(function) = SESSION_LOCKS.iter().find(|f| contains_word(&code, f)) {
+            return Err(Refusal(format!(
+                "`{function}` takes a session-level advisory lock, which outlives the call on \
+                 a pooled connection; use the `_xact_` variant (`pg_advisory_xact_lock`) \
+                 inside a Transaction"
+            )));
+        }
     }
     // Whatever may hide session changes, looked for in the whole text, string bodies included
     // (a `DO` block's body is a dollar-quoted string).
-    let lower = sql.to_ascii_lowercase();
     let hidden = matches!(first, "do" | "call")
-        || ["set_config", "temp", "temporary"]
-            .iter()
-            .any(|w| contains_word(&lower, w))
-        || SESSION_LOCKS.iter().any(|w| contains_word(&lower, w));
+        || ((locks
+            || contains_ignoring_case(sql, "set_config")
+            || contains_ignoring_case(sql, "temp"))
+            && {
+                let lower = sql.to_ascii_lowercase();
+                ["set_config", "temp", "temporary"]
+                    .iter()
+                    .chain(SESSION_LOCKS.iter())
+                    .any(|w| contains_word(&lower, w))
+            });
     Ok(if hidden {
         Effect::MayTaint
     } else {
@@ -148,20 +156,44 @@ const SESSION_LOCKS: [&str; 4] = [
 ];
 
 /// `CREATE [GLOBAL | LOCAL] { TEMP | TEMPORARY } ...`.
-fn creates_temporary(words: &[String]) -> bool {
-    let mut rest = words.iter().skip(1).map(String::as_str);
-    let mut next = rest.next();
-    if matches!(next, Some("global" | "local")) {
-        next = rest.next();
-    }
-    matches!(next, Some("temp" | "temporary"))
+fn creates_temporary(words: &[Word; 3]) -> bool {
+    let next = match words[1].as_str() {
+        "global" | "local" => words[2].as_str(),
+        word => word,
+    };
+    matches!(next, "temp" | "temporary")
 }
 
-/// The first `n` words (lowercase ASCII identifiers), skipping white space and comments.
-fn leading_words(sql: &str, n: usize) -> Vec<String> {
-    let mut words = Vec::with_capacity(n);
+/// A leading keyword, lowercased into a buffer of its own: classifying a statement allocates
+/// nothing unless it is refused. A word longer than any keyword is kept empty.
+#[derive(Default)]
+struct Word {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl Word {
+    fn new(word: &str) -> Self {
+        let mut w = Word::default();
+        if word.len() <= w.buf.len() {
+            w.buf[..word.len()].copy_from_slice(word.as_bytes());
+            w.buf[..word.len()].make_ascii_lowercase();
+            w.len = word.len();
+        }
+        w
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII identifier bytes are ever copied in.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+/// The first three words (ASCII identifiers), skipping white space and comments.
+fn leading_words(sql: &str) -> [Word; 3] {
+    let mut words = [Word::default(), Word::default(), Word::default()];
     let mut rest = sql;
-    while words.len() < n {
+    for word in &mut words {
         rest = skip_space_and_comments(rest);
         let len = rest
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -169,7 +201,7 @@ fn leading_words(sql: &str, n: usize) -> Vec<String> {
         if len == 0 {
             break;
         }
-        words.push(rest[..len].to_ascii_lowercase());
+        *word = Word::new(&rest[..len]);
         rest = &rest[len..];
     }
     words
@@ -280,6 +312,14 @@ fn dollar_quoted_len(s: &str) -> Option<usize> {
             .find(delimiter)
             .map_or(s.len(), |end| delimiter.len() + end + delimiter.len()),
     )
+}
+
+/// Whether `needle` (lowercase ASCII) occurs in `haystack`, in any case, without a copy.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Whether `word` occurs in `haystack` (lowercase) as a whole identifier.
