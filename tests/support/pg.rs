@@ -1,6 +1,7 @@
 //! Throwaway PostgreSQL 15 clusters: initdb into a temp dir, a free port, `runuser -u postgres`
 //! when running as root (initdb refuses root). They can be stopped, killed with -9 and
-//! restarted on the same port and data.
+//! restarted on the same port and data. A durable cluster (`start_durable`) keeps every commit
+//! it acknowledged across a kill -9, for tests that count acknowledged writes afterwards.
 
 use std::{
     path::{Path, PathBuf},
@@ -15,6 +16,9 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     pub port: u16,
     password: Option<String>,
+    /// Commits wait for their WAL to be written (`synchronous_commit=on`): a kill -9 of the
+    /// server then loses no acknowledged commit. fsync stays off: the machine does not crash.
+    durable: bool,
 }
 
 fn is_root() -> bool {
@@ -27,15 +31,21 @@ fn is_root() -> bool {
 impl PgServer {
     /// A cluster with trust authentication.
     pub fn start() -> Self {
-        Self::init(None)
+        Self::init(None, false)
+    }
+
+    /// A cluster with trust authentication that keeps every acknowledged commit across a kill
+    /// -9 (the default clusters trade that for speed: `synchronous_commit=off`).
+    pub fn start_durable() -> Self {
+        Self::init(None, true)
     }
 
     /// A cluster whose TCP connections need `password` (scram-sha-256) for user postgres.
     pub fn start_with_password(password: &str) -> Self {
-        Self::init(Some(password.to_owned()))
+        Self::init(Some(password.to_owned()), false)
     }
 
-    fn init(password: Option<String>) -> Self {
+    fn init(password: Option<String>, durable: bool) -> Self {
         assert!(
             Path::new(BIN).join("initdb").exists(),
             "PostgreSQL 15 is missing: run scripts/setup-test-tools"
@@ -56,6 +66,7 @@ impl PgServer {
             dir,
             port: super::free_listen_port(),
             password,
+            durable,
         };
         let mut initdb = server.command("initdb");
         initdb.arg("-D").arg(server.data()).args([
@@ -132,10 +143,11 @@ impl PgServer {
         c.arg("-l").arg(self.dir.path().join("server.log"));
         c.arg("-o").arg(format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=60 \
-             -c shared_buffers=16MB",
+             -c full_page_writes=off -c max_connections=60 \
+             -c shared_buffers=16MB -c synchronous_commit={}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.durable { "on" } else { "off" }
         ));
         let out = c.output().map_err(|e| format!("pg_ctl: {e}"))?;
         if out.status.success() {
@@ -190,6 +202,19 @@ impl PgServer {
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = Command::new("pkill").args(["-9", "-P", &pid]).status();
+    }
+
+    /// `pg_ctl restart -m fast`: the server ends every session with 57P01 (admin_shutdown),
+    /// stops cleanly and starts again on the same port; returns once it accepts connections.
+    pub fn fast_restart(&self) {
+        let mut c = self.command("pg_ctl");
+        c.arg("restart")
+            .args(["-m", "fast", "-w", "-t", "30"])
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"));
+        run(c, "pg_ctl restart");
     }
 
     /// Starts the cluster again after `stop` or `kill9`, on the same port and data.
