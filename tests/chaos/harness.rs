@@ -483,10 +483,13 @@ async fn watch_pg(url: &str, max: i64, stop: &AtomicBool) -> i64 {
 // Recovery
 
 /// One recovery: how long calls took to succeed after the peer returned, against the bound.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Recovery {
     pub took: Duration,
     pub bound: Duration,
+    /// The component's status and circuit when the peer returned, to tell a slow reconnect
+    /// from a circuit left open.
+    pub at_return: String,
 }
 
 /// From now (the peer is back), polls `call` every 10 ms until it succeeds, and judges the
@@ -503,10 +506,15 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let started = Instant::now();
-    let pending = warden.health_handle().view().components[&db]
+    let component = warden.health_handle().view().components[&db].clone();
+    let pending = component
         .next_attempt_at
         .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
         .unwrap_or_default();
+    let at_return = format!(
+        "status {:?}, circuit {:?} (retry after {:?} ms)",
+        component.status, component.circuit.state, component.circuit.retry_after_ms
+    );
     let bound = pending + probe_interval + Duration::from_millis(200);
     let give_up = started + Duration::from_secs(60);
     while !call().await && Instant::now() < give_up {
@@ -515,6 +523,7 @@ where
     Recovery {
         took: started.elapsed(),
         bound,
+        at_return,
     }
 }
 
@@ -557,8 +566,8 @@ impl Report {
         for (i, r) in self.recoveries.iter().enumerate() {
             if r.took > r.bound {
                 p.push(format!(
-                    "recovery {i}: calls succeeded after {:?}, bound {:?}",
-                    r.took, r.bound
+                    "recovery {i}: calls succeeded after {:?}, bound {:?}; when the peer returned: {}",
+                    r.took, r.bound, r.at_return
                 ));
             }
         }
