@@ -543,11 +543,16 @@ pub struct Report {
     pub watched: Watched,
     pub rss_growth_kib: i64,
     pub started: Instant,
+    /// Why the writes could not be read back, if they could not.
+    pub unreadable: Option<String>,
 }
 
 impl Report {
     fn problems(&self) -> Vec<String> {
-        let mut p = self.writes.problems();
+        let mut p = match &self.unreadable {
+            Some(why) => vec![why.clone()],
+            None => self.writes.problems(),
+        };
         let over = self.calls.over_bound.load(Ordering::SeqCst);
         if over > 0 || self.writes.unanswered > 0 {
             p.push(format!(
@@ -605,17 +610,25 @@ impl Report {
             });
         let (proxy, pg, max) = self.connections;
         let failed = self.calls.failed.load(Ordering::SeqCst);
+        let w = &self.writes;
+        let writes = match self.unreadable {
+            Some(_) => format!("{} acked: could not be read back", w.acked),
+            None => format!(
+                "{} acked: {} missing, {} doubled; {} of {} failed present",
+                w.acked,
+                w.missing.len(),
+                w.doubled.len() + w.torn.len(),
+                w.failed_present,
+                w.failed
+            ),
+        };
         format!(
-            "| {} | {} | {} ok / {} failed | {} acked: {} missing, {} doubled; {} of {} failed present | {} (≤ {}) | {} / {} (≤ {}) | {} | {} | {:+.1} MB | {:.0} s | {} |",
+            "| {} | {} | {} ok / {} failed | {} | {} (≤ {}) | {} / {} (≤ {}) | {} | {} | {:+.1} MB | {:.0} s | {} |",
             self.scenario,
             self.faults,
             self.calls.ok(),
             failed,
-            self.writes.acked,
-            self.writes.missing.len(),
-            self.writes.doubled.len() + self.writes.torn.len(),
-            self.writes.failed_present,
-            self.writes.failed,
+            writes,
             ms(self.calls.worst()),
             ms(self.calls.bound),
             proxy,

@@ -189,6 +189,7 @@ impl<'a> Rig<'a> {
                 watched,
                 rss_growth_kib,
                 started: self.started,
+                unreadable: None,
             },
         }
     }
@@ -567,8 +568,9 @@ fn graph_settings(proxy: &Proxy) -> WardenSettings {
     )
 }
 
-/// Every written id, read with neo4rs straight from the bridge.
-async fn graph_stored(graph: &GraphServer) -> Vec<(u64, u8)> {
+/// Every written id, read with neo4rs straight from the bridge; the last error if that fails
+/// for 20 s (saying so if the graph server has died).
+async fn graph_stored(graph: &mut GraphServer) -> Result<Vec<(u64, u8)>, String> {
     let config = neo4rs::ConfigBuilder::default()
         .uri(graph.uri().as_str())
         .user("neo4j")
@@ -578,48 +580,51 @@ async fn graph_stored(graph: &GraphServer) -> Vec<(u64, u8)> {
         .build()
         .expect("config");
     let client = neo4rs::Graph::connect(config).expect("graph");
-    eventually(Duration::from_secs(20), "the written ids", || {
-        let client = client.clone();
-        async move {
-            let read = async {
-                let mut rows = client
-                    .execute(neo4rs::query("MATCH (w:ChaosWrite) RETURN w.id AS id"))
-                    .await?;
-                let mut ids = Vec::new();
-                while let Some(row) = rows.next().await? {
-                    let id: i64 = row.get("id").map_err(neo4rs::Error::DeserializationError)?;
-                    ids.push((id as u64, 0));
-                }
-                Ok::<_, neo4rs::Error>(ids)
-            };
-            match tokio::time::timeout(Duration::from_secs(5), read).await {
-                Ok(Ok(ids)) => Some(ids),
-                Ok(Err(e)) => {
-                    eprintln!("reading the graph back: {e}");
-                    None
-                }
-                Err(_) => {
-                    eprintln!("reading the graph back: no answer in 5 s");
-                    None
-                }
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        let read = async {
+            let mut rows = client
+                .execute(neo4rs::query("MATCH (w:ChaosWrite) RETURN w.id AS id"))
+                .await?;
+            let mut ids = Vec::new();
+            while let Some(row) = rows.next().await? {
+                let id: i64 = row.get("id").map_err(neo4rs::Error::DeserializationError)?;
+                ids.push((id as u64, 0));
             }
+            Ok::<_, neo4rs::Error>(ids)
+        };
+        let error = match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Ok(ids)) => return Ok(ids),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer in 5 s".to_owned(),
+        };
+        if let Some(status) = graph.exited() {
+            return Err(format!("the graph server died ({status}): {error}"));
         }
-    })
-    .await
+        if Instant::now() > give_up {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Checks the writes from id `from` on: the graph stand-in keeps nothing across a kill -9
 /// (see `graph_kill9_under_cypher_writes`).
 async fn graph_finish(
     rig: Rig<'_>,
-    graph: &GraphServer,
+    graph: &mut GraphServer,
     from: u64,
     scenario: &'static str,
     faults: String,
 ) {
-    let stopped = rig.stop(scenario, faults).await;
-    let stored = graph_stored(graph).await;
-    stopped.finish(&stored, from, |_| &[0]);
+    let mut stopped = rig.stop(scenario, faults).await;
+    match graph_stored(graph).await {
+        Ok(stored) => stopped.finish(&stored, from, |_| &[0]),
+        Err(e) => {
+            stopped.report.unreadable = Some(format!("could not read the writes back: {e}"));
+            stopped.finish(&[], from, |_| &[0]);
+        }
+    }
 }
 
 /// The graph server killed -9 under Cypher writes and restarted 2 s later. The stand-in keeps
@@ -658,7 +663,7 @@ fn graph_kill9_under_cypher_writes() {
             "kill -9, restart 2 s later, ×{}; 8 Cypher writers (writes checked: since the last restart)",
             size.graph_kills
         );
-        graph_finish(rig, &graph, since_restart, "graph-kill9", faults).await;
+        graph_finish(rig, &mut graph, since_restart, "graph-kill9", faults).await;
     });
 }
 
@@ -667,7 +672,7 @@ fn graph_kill9_under_cypher_writes() {
 fn graph_flaps() {
     let _serial = serial();
     let size = Size::from_env();
-    let graph = GraphServer::start();
+    let mut graph = GraphServer::start();
     let proxy = Proxy::start(graph.port);
     actix_test(async {
         let mut rig = Rig::start(
@@ -681,6 +686,6 @@ fn graph_flaps() {
         let made = flaps(&mut rig, &proxy, size.flaps).await;
         let faults =
             format!("{made} flaps (all connections reset, refused for 300 ms); 8 Cypher writers");
-        graph_finish(rig, &graph, 0, "graph-flaps", faults).await;
+        graph_finish(rig, &mut graph, 0, "graph-flaps", faults).await;
     });
 }

@@ -147,6 +147,11 @@ impl GraphServer {
         let _ = self.redis.wait();
     }
 
+    /// How the graph server exited, if it has (FalkorDB has crashed under load; see README).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.redis.try_wait().ok().flatten()
+    }
+
     /// Starts the graph server again on the same ports (its data is gone: it keeps none).
     pub fn restart(&mut self) {
         self.redis = Self::spawn_redis(self.redis_port, self.bolt_port);
