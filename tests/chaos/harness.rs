@@ -493,8 +493,12 @@ pub struct Recovery {
 }
 
 /// From now (the peer is back), polls `call` every 10 ms until it succeeds, and judges the
-/// time against the pending backoff (health's `next_attempt_at`) + one probe interval +
-/// 200 ms. Gives up after a minute (the figure then shows it).
+/// time against the pending backoff + one probe interval + 200 ms. The pending backoff is the
+/// wait warden has announced to its callers: the next connect attempt (health's
+/// `next_attempt_at`) or, when calls failing on a live connection opened the circuit (a slow
+/// link that times calls out), what is left of its cooldown (`retry_after_ms`): such a circuit
+/// keeps its cooldown by design, since no reconnect tells that the database is well again.
+/// Gives up after a minute (the figure then shows it).
 pub async fn recovery<F, Fut>(
     warden: &Warden,
     db: Database,
@@ -507,10 +511,12 @@ where
 {
     let started = Instant::now();
     let component = warden.health_handle().view().components[&db].clone();
-    let pending = component
+    let reconnect = component
         .next_attempt_at
         .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
         .unwrap_or_default();
+    let cooldown = Duration::from_millis(component.circuit.retry_after_ms.unwrap_or(0));
+    let pending = reconnect.max(cooldown);
     let at_return = format!(
         "status {:?}, circuit {:?} (retry after {:?} ms)",
         component.status, component.circuit.state, component.circuit.retry_after_ms
