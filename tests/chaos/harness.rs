@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use warden_actors::{Database, Warden, WardenError};
+use warden_actors::{health::ComponentStatus, Database, Warden, WardenError};
 
 /// How long and how hard a scenario runs: `WARDEN_CHAOS=full` for `scripts/chaos`, else the
 /// bounded subset the test suite runs.
@@ -495,9 +495,10 @@ pub struct Recovery {
 /// From now (the peer is back), polls `call` every 10 ms until it succeeds, and judges the
 /// time against the pending backoff + one probe interval + 200 ms. The pending backoff is the
 /// wait warden has announced to its callers: the next connect attempt (health's
-/// `next_attempt_at`) or, when calls failing on a live connection opened the circuit (a slow
-/// link that times calls out), what is left of its cooldown (`retry_after_ms`): such a circuit
-/// keeps its cooldown by design, since no reconnect tells that the database is well again.
+/// `next_attempt_at`) or, when calls failing on a connection warden kept opened the circuit (a
+/// slow link that times calls out), what is left of its cooldown (`retry_after_ms`): such a
+/// circuit keeps its cooldown by design, since no reconnect tells that the database is well
+/// again. A circuit opened as the connection went is closed by the reconnect: not counted.
 /// Gives up after a minute (the figure then shows it).
 pub async fn recovery<F, Fut>(
     warden: &Warden,
@@ -515,7 +516,14 @@ where
         .next_attempt_at
         .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
         .unwrap_or_default();
-    let cooldown = Duration::from_millis(component.circuit.retry_after_ms.unwrap_or(0));
+    // Only a circuit that opened while warden stayed connected keeps its cooldown: after a
+    // lost connection the reconnect closes it, and the bound must say so.
+    let cooldown = match component.status {
+        ComponentStatus::Connected => {
+            Duration::from_millis(component.circuit.retry_after_ms.unwrap_or(0))
+        }
+        _ => Duration::ZERO,
+    };
     let pending = reconnect.max(cooldown);
     let at_return = format!(
         "status {:?}, circuit {:?} (retry after {:?} ms)",
