@@ -303,7 +303,11 @@ async fn pg_stored(pg: &PgServer) -> Vec<(u64, u8)> {
 }
 
 async fn pg_finish(rig: Rig<'_>, pg: &PgServer, scenario: &'static str, faults: String) {
-    let stopped = rig.stop(scenario, faults).await;
+    pg_check(rig.stop(scenario, faults).await, pg).await;
+}
+
+/// Reads the writes back and checks every promise.
+async fn pg_check(stopped: Stopped, pg: &PgServer) {
     let stored = pg_stored(pg).await;
     stopped.finish(&stored, 0, pg_parts);
 }
@@ -454,6 +458,113 @@ fn postgres_silent_peer() {
             size.fault
         );
         pg_finish(rig, &pg, "postgres-silent-peer", faults).await;
+    });
+}
+
+/// Packets to and from a port on loopback dropped by the kernel (nftables), for as long as
+/// the value lives: a peer that vanishes for real, connects hang on their SYN and open
+/// connections on their retransmits, with nothing a proxy could do differently. The rules live
+/// in a table of their own, removed on drop. `None` where `nft` is missing or refused.
+struct PacketDrop {
+    table: String,
+}
+
+impl PacketDrop {
+    fn start(port: u16) -> Option<Self> {
+        let table = format!("warden_chaos_{}_{port}", std::process::id());
+        let script = format!(
+            "add table inet {table}\n\
+             add chain inet {table} out {{ type filter hook output priority 0 ; }}\n\
+             add rule inet {table} out ip daddr 127.0.0.1 tcp dport {port} drop\n\
+             add rule inet {table} out ip saddr 127.0.0.1 tcp sport {port} drop\n"
+        );
+        let mut nft = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        use std::io::Write;
+        nft.stdin.take()?.write_all(script.as_bytes()).ok()?;
+        nft.wait().ok()?.success().then_some(Self { table })
+    }
+}
+
+impl Drop for PacketDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+/// Established TCP connections to `port` on loopback, from this process's side: the sockets
+/// warden holds. A socket warden has closed is in FIN_WAIT (its FIN may be the kernel's to
+/// drop), so it is not counted, where the proxy would still see the connection open.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// The most sockets to `port` open at once, sampled every 10 ms until `stop` is set.
+fn watch_sockets(
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            peak = peak.max(established_to(port));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    })
+}
+
+/// A real packet drop between warden and PostgreSQL's side of the proxy: every packet to and
+/// from the proxy's port dropped by the kernel, then let through again. Connections are counted
+/// from the kernel's socket table and in `pg_stat_activity`: the proxy cannot see the closes
+/// the kernel drops, so it would count sockets warden has already closed.
+#[test]
+fn postgres_packet_drop() {
+    let _serial = serial();
+    let size = Size::from_env();
+    let pg = PgServer::start_durable();
+    let proxy = Proxy::start(pg.port);
+    actix_test(async {
+        pg_setup(&pg).await;
+        let mut rig = Rig::start(
+            Database::Postgres,
+            pg_settings(&proxy),
+            &proxy,
+            Some(pg.url()),
+            pg_writers(16),
+        )
+        .await;
+        let stop_watch = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sockets = watch_sockets(proxy.port, stop_watch.clone());
+        let Some(drop_rules) = PacketDrop::start(proxy.port) else {
+            panic!("nft could not add a drop rule (scripts/setup-test-tools installs nftables; root is needed)");
+        };
+        tokio::time::sleep(size.fault).await;
+        drop(drop_rules);
+        rig.recovered().await;
+        let faults = format!(
+            "every packet to and from warden's PostgreSQL port dropped by nftables for {:?}; \
+             16 writers (peak connections: warden's established sockets, not the proxy's count)",
+            size.fault
+        );
+        let mut stopped = rig.stop("postgres-packet-drop", faults).await;
+        stop_watch.store(true, std::sync::atomic::Ordering::SeqCst);
+        stopped.report.connections.0 = sockets.join().expect("socket watcher");
+        pg_check(stopped, &pg).await;
     });
 }
 
