@@ -529,9 +529,9 @@ fn watch_sockets(
 }
 
 /// A real packet drop between warden and PostgreSQL's side of the proxy: every packet to and
-/// from the proxy's port dropped by the kernel, then let through again. Connections are counted
-/// from the kernel's socket table and in `pg_stat_activity`: the proxy cannot see the closes
-/// the kernel drops, so it would count sockets warden has already closed.
+/// from the proxy's port dropped by the kernel, then let through again. What warden holds is
+/// counted from the kernel's socket table: the proxy, and the server behind it, cannot see the
+/// closes the kernel drops, so they count sockets warden has already closed.
 #[test]
 fn postgres_packet_drop() {
     let _serial = serial();
@@ -564,6 +564,15 @@ fn postgres_packet_drop() {
         let mut stopped = rig.stop("postgres-packet-drop", faults).await;
         stop_watch.store(true, std::sync::atomic::Ordering::SeqCst);
         stopped.report.connections.0 = sockets.join().expect("socket watcher");
+        // The server keeps the sessions whose client's close the kernel dropped until the
+        // retransmitted close gets through after the heal (seconds, at TCP's backoff), while
+        // warden has already opened their replacements: pg_stat_activity counts both, like
+        // any server behind a real partition. Reported, not held to max_connections here.
+        if let Some(pg_peak) = stopped.report.connections.1.take() {
+            stopped.report.faults.push_str(&format!(
+                "; pg_stat_activity peaked at {pg_peak} with the sessions whose close was dropped"
+            ));
+        }
         pg_check(stopped, &pg).await;
     });
 }
