@@ -282,6 +282,23 @@ async fn pg_setup(pg: &PgServer) {
     admin.close().await;
 }
 
+/// A PostgreSQL scenario's rig: the table, then warden through `proxy` under `load`.
+async fn pg_rig<'a>(
+    pg: &PgServer,
+    proxy: &'a Proxy,
+    load: impl FnOnce(&Warden, &Arc<Ledger>, &Arc<Calls>, &mut Load),
+) -> Rig<'a> {
+    pg_setup(pg).await;
+    Rig::start(
+        Database::Postgres,
+        pg_settings(proxy),
+        proxy,
+        Some(pg.url()),
+        load,
+    )
+    .await
+}
+
 fn pg_settings(proxy: &Proxy) -> WardenSettings {
     chaos_settings(
         &nowhere("bolt"),
@@ -320,15 +337,7 @@ fn postgres_kill9_under_64_writers() {
     let pg = PgServer::start_durable();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        pg_setup(&pg).await;
-        let mut rig = Rig::start(
-            Database::Postgres,
-            pg_settings(&proxy),
-            &proxy,
-            Some(pg.url()),
-            pg_writers(64),
-        )
-        .await;
+        let mut rig = pg_rig(&pg, &proxy, pg_writers(64)).await;
         for _ in 0..size.pg_kills {
             tokio::time::sleep(Duration::from_secs(1)).await;
             pg.kill9();
@@ -353,16 +362,8 @@ fn postgres_fast_restart_and_terminated_sessions() {
     let pg = PgServer::start_durable();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        pg_setup(&pg).await;
         let admin = pg.admin().await;
-        let mut rig = Rig::start(
-            Database::Postgres,
-            pg_settings(&proxy),
-            &proxy,
-            Some(pg.url()),
-            pg_writers(32),
-        )
-        .await;
+        let mut rig = pg_rig(&pg, &proxy, pg_writers(32)).await;
         for _ in 0..size.restarts {
             tokio::time::sleep(Duration::from_secs(1)).await;
             pg.fast_restart();
@@ -397,17 +398,10 @@ fn postgres_slow_link() {
     let pg = PgServer::start_durable();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        pg_setup(&pg).await;
-        let mut rig = Rig::start(
-            Database::Postgres,
-            pg_settings(&proxy),
-            &proxy,
-            Some(pg.url()),
-            |warden, ledger, calls, load| {
-                pg_writers(16)(warden, ledger, calls, load);
-                pg_readers(warden, calls, load, 2, 100);
-            },
-        )
+        let mut rig = pg_rig(&pg, &proxy, |warden, ledger, calls, load| {
+            pg_writers(16)(warden, ledger, calls, load);
+            pg_readers(warden, calls, load, 2, 100);
+        })
         .await;
         proxy.latency(Duration::from_millis(50));
         tokio::time::sleep(size.fault).await;
@@ -434,15 +428,7 @@ fn postgres_silent_peer() {
     let pg = PgServer::start_durable();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        pg_setup(&pg).await;
-        let mut rig = Rig::start(
-            Database::Postgres,
-            pg_settings(&proxy),
-            &proxy,
-            Some(pg.url()),
-            pg_writers(16),
-        )
-        .await;
+        let mut rig = pg_rig(&pg, &proxy, pg_writers(16)).await;
         proxy.hang_new(true);
         proxy.reset();
         tokio::time::sleep(size.fault).await;
@@ -539,15 +525,7 @@ fn postgres_packet_drop() {
     let pg = PgServer::start_durable();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        pg_setup(&pg).await;
-        let mut rig = Rig::start(
-            Database::Postgres,
-            pg_settings(&proxy),
-            &proxy,
-            Some(pg.url()),
-            pg_writers(16),
-        )
-        .await;
+        let mut rig = pg_rig(&pg, &proxy, pg_writers(16)).await;
         let stop_watch = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sockets = watch_sockets(proxy.port, stop_watch.clone());
         let Some(drop_rules) = PacketDrop::start(proxy.port) else {
@@ -585,17 +563,10 @@ fn postgres_reset_mid_result() {
     let pg = PgServer::start_durable();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        pg_setup(&pg).await;
-        let mut rig = Rig::start(
-            Database::Postgres,
-            pg_settings(&proxy),
-            &proxy,
-            Some(pg.url()),
-            |warden, ledger, calls, load| {
-                pg_writers(16)(warden, ledger, calls, load);
-                pg_readers(warden, calls, load, 4, 500);
-            },
-        )
+        let mut rig = pg_rig(&pg, &proxy, |warden, ledger, calls, load| {
+            pg_writers(16)(warden, ledger, calls, load);
+            pg_readers(warden, calls, load, 4, 500);
+        })
         .await;
         let cut_before = rig.calls.ok();
         proxy.cut_results(Some(16 * 1024));
@@ -641,15 +612,7 @@ fn postgres_flaps() {
     let pg = PgServer::start_durable();
     let proxy = Proxy::start(pg.port);
     actix_test(async {
-        pg_setup(&pg).await;
-        let mut rig = Rig::start(
-            Database::Postgres,
-            pg_settings(&proxy),
-            &proxy,
-            Some(pg.url()),
-            pg_writers(16),
-        )
-        .await;
+        let mut rig = pg_rig(&pg, &proxy, pg_writers(16)).await;
         let made = flaps(&mut rig, &proxy, size.flaps).await;
         let faults =
             format!("{made} flaps (all connections reset, refused for 300 ms); 16 writers");
