@@ -498,7 +498,9 @@ pub struct Recovery {
 /// `next_attempt_at`) or, when calls failing on a connection warden kept opened the circuit (a
 /// slow link that times calls out), what is left of its cooldown (`retry_after_ms`): such a
 /// circuit keeps its cooldown by design, since no reconnect tells that the database is well
-/// again. A circuit opened as the connection went is closed by the reconnect: not counted.
+/// again. A circuit opened as the connection went is closed by the reconnect: not counted. When
+/// a connect attempt is under way at the peer's return, the backoff is the one it announces
+/// when it ends, counted from then.
 /// Gives up after a minute (the figure then shows it).
 pub async fn recovery<F, Fut>(
     warden: &Warden,
@@ -529,14 +531,30 @@ where
         "status {:?}, circuit {:?} (retry after {:?} ms)",
         component.status, component.circuit.state, component.circuit.retry_after_ms
     );
-    let bound = pending + probe_interval + Duration::from_millis(200);
+    let margin = probe_interval + Duration::from_millis(200);
+    // A connect attempt that was already under way when the peer returned (it may have met the
+    // peer still down) has no backoff announced yet: the bound is taken when it ends, from the
+    // backoff it then announces.
+    let mut bound = (component.status != ComponentStatus::Connecting).then_some(pending + margin);
     let give_up = started + Duration::from_secs(60);
     while !call().await && Instant::now() < give_up {
+        if bound.is_none() {
+            let c = warden.health_handle().view().components[&db].clone();
+            let announced = c
+                .next_attempt_at
+                .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+                .unwrap_or_default();
+            if c.status != ComponentStatus::Connecting {
+                bound = Some(started.elapsed() + announced + margin);
+            }
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let took = started.elapsed();
     Recovery {
-        took: started.elapsed(),
-        bound,
+        took,
+        // Still connecting when the call succeeded: that attempt was the one that worked.
+        bound: bound.unwrap_or(took.max(margin)),
         at_return,
     }
 }
