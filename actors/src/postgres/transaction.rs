@@ -181,7 +181,7 @@ impl Drop for Unfinished {
     }
 }
 
-/// One attempt of a [`Transaction`].
+/// One attempt of a [`Transaction`]; its parameters were checked once, when the call started.
 pub(crate) async fn run_statements(
     client: PgClient,
     tx: &Transaction,
@@ -198,7 +198,6 @@ pub(crate) async fn run_statements(
             Ok(Effect::Clean) => {}
             Err(refused) => return Err(Failed::before_send(usage(refused.0))),
         }
-        crate::params::check_sql(&sql.params).map_err(|why| Failed::before_send(usage(why)))?;
     }
     let mut open = Open::begin(&client, tx.isolation).await?;
     let mut out = Vec::with_capacity(tx.statements.len());
