@@ -191,16 +191,6 @@ fn contention_is_retried_but_never_opens_the_circuit() {
     });
 }
 
-/// Resident memory of this process, in kB.
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Failing calls at full speed from 32 callers, the circuit cycling open and closed: the
 /// breaker hears only of transitions, so its mailbox stays empty and memory flat. Runs for
 /// `WARDEN_STORM_SECS` (10 by default; `scripts/chaos` runs 60).
@@ -242,9 +232,9 @@ fn a_storm_of_failing_calls_keeps_the_breaker_idle_and_memory_flat() {
         };
         // Warm up allocators and pools before the baseline.
         storm(Instant::now() + Duration::from_secs(1)).await;
-        let before = rss_kb();
+        let before = support::rss_kib();
         let totals = storm(Instant::now() + Duration::from_secs(secs)).await;
-        let after = rss_kb();
+        let after = support::rss_kib();
         let (failed, refused) = totals.iter().fold((0, 0), |(f, r), (a, b)| (f + a, r + b));
         eprintln!(
             "storm: {failed} failed, {refused} refused in {secs}s; RSS {before} -> {after} kB"

@@ -54,18 +54,7 @@ impl Size {
     }
 }
 
-/// VmRSS of this process, in KiB: warden runs in-process, so this is its host's footprint.
-pub fn rss_kib() -> i64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
+pub use crate::support::rss_kib;
 
 // ---------------------------------------------------------------------------------------------
 // Writes and their ledger

@@ -132,6 +132,19 @@ pub async fn until_status(url: &str, status: u16, within: Duration) {
     .await;
 }
 
+/// Resident memory of this process (VmRSS), in KiB; 0 if it cannot be read.
+pub fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A graph URI where nothing listens, for tests about PostgreSQL only.
 pub fn no_graph() -> String {
     format!("bolt://127.0.0.1:{}", free_port())
