@@ -55,4 +55,5 @@ pub use driver::{ConnectFuture, Driver, Timings};
 pub use link::ConnectionLost;
 pub(crate) use link::{Admitted, Link};
 pub use reply::Reply;
+pub(crate) use retry::Committing;
 pub use retry::{Failed, Reached};

@@ -4,7 +4,14 @@
 //! twice) unless the server says it rolled it back and asks for a retry; a transaction warden
 //! began and did not commit may run again when PostgreSQL rolled it back for a retry.
 
-use std::{future::Future, time::Instant};
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use actix::WeakRecipient;
 
@@ -161,6 +168,37 @@ impl<C: Clone + 'static> Link<C> {
             tokio::time::sleep(delay).await;
             last_error = Some(failed.error);
         }
+    }
+}
+
+/// Set while a `COMMIT` is on the wire, so that a deadline running out then is reported as
+/// [`WardenError::CommitOutcomeUnknown`] rather than a timeout a caller might retry. Shared by
+/// PostgreSQL's transactions and the graph's.
+#[derive(Clone, Default)]
+pub(crate) struct Committing(Arc<AtomicBool>);
+
+impl Committing {
+    /// The call's error, with a timeout during `COMMIT` made into an unknown outcome.
+    pub(crate) fn explain(&self, err: WardenError) -> WardenError {
+        match err {
+            WardenError::Timeout {
+                database,
+                phase: TimeoutPhase::Query,
+                after,
+            } if self.0.load(Ordering::Acquire) => WardenError::CommitOutcomeUnknown {
+                database,
+                message: format!(
+                    "no answer to COMMIT within the call's {}ms",
+                    after.as_millis()
+                ),
+            },
+            other => other,
+        }
+    }
+
+    /// Marks `COMMIT` as sent (`true`) or answered (`false`).
+    pub(crate) fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Release);
     }
 }
 

@@ -27,11 +27,11 @@ use serde_json::{Map, Value};
 use crate::{
     call::{self, sealed::Start, Call, IoClient},
     connection::{
-        Admitted, ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply, Timings,
+        Admitted, Committing, ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply,
+        Timings,
     },
     error::{Database, WardenError},
     io::IoRuntime,
-    postgres::transaction::Committing,
     rows::Rows,
     secret::Secret,
     settings::Neo4jSettings,

@@ -26,10 +26,9 @@
 use actix::Message;
 
 use crate::{
-    connection::Failed,
+    connection::{Committing, Failed},
     error::{Database, WardenError},
     neo4j::{row_to_json, to_query, Cypher, GraphClient},
-    postgres::transaction::Committing,
     rows::Rows,
 };
 

@@ -15,11 +15,11 @@ use super::{
 use crate::rows::Rows;
 use crate::{
     call::{self, sealed::Start, Call},
-    connection::{Admitted, Failed, Reply},
+    connection::{Admitted, Committing, Failed, Reply},
     error::{Database, WardenError},
     postgres::session::{self},
     postgres::statement::{self, Context, Effect},
-    postgres::transaction::{self, Committing, Transaction, WithTransaction},
+    postgres::transaction::{self, Transaction, WithTransaction},
 };
 
 /// Runs a statement on PostgreSQL. Parameters bind positionally (`$1`, `$2`, ...):

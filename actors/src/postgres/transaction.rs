@@ -15,18 +15,13 @@
 //! happened. A connection whose transaction did not end cleanly (a deadline ran out mid-way, a
 //! rollback failed) is closed, never pooled.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
-};
-
 use actix::Message;
 use futures_util::future::BoxFuture;
 use sqlx::{pool::PoolConnection, PgConnection, Postgres};
 
 use crate::{
-    connection::Failed,
-    error::{Database, TimeoutPhase, WardenError},
+    connection::{Committing, Failed},
+    error::{Database, WardenError},
     postgres::{
         session,
         statement::{self, Context, Effect},
@@ -123,37 +118,6 @@ impl<T: Send + 'static> WithTransaction<T> {
     pub fn isolation(mut self, isolation: Isolation) -> Self {
         self.isolation = isolation;
         self
-    }
-}
-
-/// Set while a `COMMIT` is on the wire, so that a deadline running out then is reported as
-/// [`WardenError::CommitOutcomeUnknown`] rather than a timeout a caller might retry. Shared by
-/// PostgreSQL's transactions and the graph's (`graph_transaction.rs`).
-#[derive(Clone, Default)]
-pub(crate) struct Committing(Arc<AtomicBool>);
-
-impl Committing {
-    /// The call's error, with a timeout during `COMMIT` made into an unknown outcome.
-    pub(crate) fn explain(&self, err: WardenError) -> WardenError {
-        match err {
-            WardenError::Timeout {
-                database,
-                phase: TimeoutPhase::Query,
-                after,
-            } if self.0.load(Ordering::Acquire) => WardenError::CommitOutcomeUnknown {
-                database,
-                message: format!(
-                    "no answer to COMMIT within the call's {}ms",
-                    after.as_millis()
-                ),
-            },
-            other => other,
-        }
-    }
-
-    /// Marks `COMMIT` as sent (`true`) or answered (`false`).
-    pub(crate) fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Release);
     }
 }
 
