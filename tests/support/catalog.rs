@@ -1,4 +1,4 @@
-//! Helpers for the catalog's tests (tests/catalog.rs, tests/catalog_faults.rs): a warden on
+//! Helpers for the catalog's tests (tests/catalog*.rs): a warden on
 //! a throwaway PostgreSQL, and the rows the catalog leaves there, read with a separate admin
 //! connection exactly as the graph projector would see them after commit.
 
@@ -16,8 +16,13 @@ use super::{fast_settings, no_graph, pg::PgServer, pg_started};
 /// How long a test's warden gets to shut down.
 pub const SHUTDOWN: Duration = Duration::from_secs(2);
 
+/// A warden on `pg` with the tests' fast timings, once PostgreSQL is connected; calls get
+/// 10 s rather than 3 (a machine shared by several builds can be slow, and no test here
+/// waits for a call to time out).
 pub async fn connected(pg: &PgServer) -> Warden {
-    pg_started(fast_settings(&no_graph(), &pg.url())).await
+    let mut settings = fast_settings(&no_graph(), &pg.url());
+    settings.postgres.query_timeout = Duration::from_secs(10);
+    pg_started(settings).await
 }
 
 /// One outbox row as the projector reads it.
