@@ -7,10 +7,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::json;
-use support::{actix_test, catalog::*, pg::PgServer};
+use support::{actix_test, catalog::*, eventually, pg::PgServer};
 use uuid::Uuid;
 use warden_actors::catalog::{
     ListQuery, NewRecording, Recording, RecordingPatch, Track, TracklistInput,
@@ -262,7 +262,7 @@ fn jsonb_round_trip_is_exact() {
 }
 
 /// Keyset pages walk every recording once, in creation order, with or without a metadata
-/// filter, and the last page has no cursor.
+/// filter, in one statement per page; the last page has no cursor.
 #[test]
 fn list_walks_pages_in_creation_order_with_filters() {
     let pg = PgServer::start();
@@ -357,6 +357,46 @@ fn list_walks_pages_in_creation_order_with_filters() {
         assert_eq!(ids(&dark), want(&|r| r.metadata.contains_key("mood")));
         let (none, pages) = walk(3, Some("bpm"), Some("999")).await;
         assert_eq!((none.len(), pages), (0, 1));
+
+        // One statement per page, however many recordings it holds (no query per
+        // recording): the server's statement log, switched on for this walk, shows it.
+        for sql in [
+            "ALTER SYSTEM SET log_statement = 'all'",
+            "SELECT pg_reload_conf()",
+        ] {
+            sqlx::raw_sql(sql).execute(&admin).await.unwrap();
+        }
+        let marker = Uuid::from_u128(7);
+        eventually(Duration::from_secs(10), "statements are logged", || {
+            let catalog = catalog.clone();
+            let pg = &pg;
+            async move {
+                let _ = catalog.get(marker).await;
+                pg.log().contains(&marker.to_string()).then_some(())
+            }
+        })
+        .await;
+        let logged_before = pg.log().len();
+        let (walked, pages) = walk(5, Some("bpm"), None).await;
+        assert_eq!((walked.len(), pages), (11, 3));
+        let log = pg.log();
+        let statements = log[logged_before..]
+            .lines()
+            .filter(|l| l.contains("statement:") || l.contains("execute "))
+            .filter(|l| l.contains("recordings"))
+            .count();
+        assert_eq!(
+            statements,
+            pages,
+            "one statement per page:\n{}",
+            &log[logged_before..]
+        );
+        for sql in [
+            "ALTER SYSTEM RESET log_statement",
+            "SELECT pg_reload_conf()",
+        ] {
+            sqlx::raw_sql(sql).execute(&admin).await.unwrap();
+        }
 
         // A cursor from one walk, tampered with, is refused.
         let first = catalog
