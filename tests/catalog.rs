@@ -161,6 +161,16 @@ fn crud_on_every_model_writes_one_event_per_write() {
             [0, 0, 0, 9],
             "the delete cascaded to metadata and tracklist; the events stay"
         );
+        // The writes' sessions skip warden's reset (they set nothing): none is left in a
+        // transaction.
+        let idle_in_tx: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'warden' AND state LIKE 'idle in transaction%'",
+        )
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert_eq!(idle_in_tx, 0);
         warden.shutdown(SHUTDOWN).await;
     });
 }
