@@ -8,6 +8,9 @@
 //! no longer drains its mailbox freezes a circuit or the health snapshot, an HTTP worker
 //! that hangs leaves every dashboard blind. A database outage is not among them: actors
 //! answer heartbeats themselves, whatever their database does.
+//!
+//! With several HTTP workers (`http.workers`), each check's request reaches one of them, in
+//! turn; a single hung worker among several is noticed only by the checks it receives.
 
 use std::{
     io,
