@@ -398,6 +398,107 @@ fn watchdog_pings_stop_while_the_actors_thread_is_held() {
     watchdog_pings_stop_while("arbiter");
 }
 
+/// What the watchdog waits for, in the library: every actor answers a heartbeat with both
+/// databases down; a stalled mailbox is named, alone; once it drains, all answer again; after
+/// a shutdown, the actors are reported stopped.
+#[test]
+fn a_heartbeat_names_the_stalled_actor_and_ignores_outages() {
+    use warden_actors::{faults::StallMailbox, heartbeat::HeartbeatError, Warden};
+    let dead_pg = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        support::free_port()
+    );
+    support::actix_test(async {
+        let warden = Warden::start(support::fast_settings(&nowhere(), &dead_pg)).expect("start");
+        let within = Duration::from_millis(300);
+        // Both databases refuse connections all along, and the actors back off meanwhile.
+        for _ in 0..5 {
+            assert_eq!(warden.heartbeat(within).await, Ok(()));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let stall = StallMailbox {
+            duration: Some(Duration::from_millis(1500)),
+        };
+        for actor in ["neo4j", "postgres", "breaker", "health"] {
+            match actor {
+                "neo4j" => warden.neo4j.do_send(stall),
+                "postgres" => warden.postgres.do_send(stall),
+                "breaker" => warden.breaker.do_send(stall),
+                _ => warden.health.do_send(stall),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(
+                warden.heartbeat(within).await,
+                Err(HeartbeatError::Unanswered {
+                    actors: vec![actor],
+                    within
+                }),
+                "{actor} stalled"
+            );
+            support::eventually(Duration::from_secs(5), "all answer again", || async {
+                warden.heartbeat(within).await.ok()
+            })
+            .await;
+        }
+        warden.shutdown(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            matches!(
+                warden.heartbeat(within).await,
+                Err(HeartbeatError::Stopped { .. })
+            ),
+            "after shutdown"
+        );
+    });
+}
+
+/// A drain that takes its whole `shutdown_timeout` (the actors' thread is held, so they cannot
+/// answer their shutdown) keeps extending systemd's stop timeout, once a second, and still
+/// ends within its bound with exit 0.
+#[test]
+fn a_long_drain_keeps_extending_the_stop_timeout() {
+    let mut notify = Listener::bind("notify");
+    let mut env = fast_env(
+        &nowhere(),
+        &format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            support::free_port()
+        ),
+    );
+    env.retain(|(k, _)| *k != "WARDEN__SHUTDOWN_TIMEOUT");
+    env.push(("WARDEN__SHUTDOWN_TIMEOUT", "4s".into()));
+    env.push(("WARDEN_FAULT_STALL", "arbiter:500ms".into()));
+    env.push(notify.notify_env());
+    let mut d = Daemon::spawn(&["run"], &env);
+    notify.expect(Duration::from_secs(15), "READY=1", |l| l == "READY=1");
+    std::thread::sleep(Duration::from_secs(1));
+    let mark = notify.seen.len();
+    let term = Instant::now();
+    d.signal("TERM");
+    notify.expect_since(mark, Duration::from_secs(5), "STOPPING=1", |l| {
+        l == "STOPPING=1"
+    });
+    let status = d.wait_exit(Duration::from_secs(15));
+    let took = term.elapsed();
+    notify.collect(Duration::from_millis(200));
+    let extends: Vec<f64> = notify.seen[mark..]
+        .iter()
+        .filter(|(_, d)| d.lines().any(|l| l == "EXTEND_TIMEOUT_USEC=5000000"))
+        .map(|(at, _)| at.saturating_duration_since(term).as_secs_f64())
+        .collect();
+    println!("drain took {took:?}; EXTEND_TIMEOUT_USEC at {extends:.2?} s after SIGTERM");
+    assert!(status.success(), "{}", d.logs());
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "the drain took {took:?}"
+    );
+    assert!(extends.len() >= 3, "{extends:?}");
+    for pair in extends.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!((0.5..=2.0).contains(&gap), "{extends:?}");
+    }
+}
+
 /// `warden migrate` (which may build indexes for hours) keeps extending systemd's start
 /// timeout while it runs, and says what it does.
 #[test]
