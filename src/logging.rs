@@ -1,6 +1,7 @@
 //! Structured logs: pretty on a terminal, journald's native protocol when stderr is the journal
-//! (see [`crate::journald`]), one JSON object per line otherwise (log shippers). Every state transition, retry, breaker change and backoff delay is one event,
-//! emitted by the actors with the database, attempt, delay and a sanitized error as fields.
+//! (see [`crate::journald`]), one JSON object per line otherwise (log shippers). Every state
+//! transition, retry, breaker change and backoff delay is one event, emitted by the actors
+//! with the database, attempt, delay and a sanitized error as fields.
 //!
 //! One rewrite happens on the way out: actix-http reports every broken client stream (a
 //! malformed request, a reset connection) as an ERROR, so any client could flood the error log

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod datagram;
 pub mod graph;
 pub mod pg;
 pub mod proxy;
