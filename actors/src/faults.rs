@@ -125,8 +125,8 @@ impl actix::Handler<StallMailbox> for crate::HealthActor {
 ///
 /// - `WARDEN_FAULT_CRASH=<neo4j|postgres|breaker|health>:<delay>` crashes that actor.
 /// - `WARDEN_FAULT_STALL=<neo4j|postgres|breaker|health|arbiter>:<delay>[:<duration>]` stalls
-///   that actor's mailbox ([`StallMailbox`]), or with `arbiter` holds the actors' whole thread
-///   ([`Stall`]), for `duration` (for good without one).
+///   that actor's mailbox (`StallMailbox`), or with `arbiter` holds the actors' whole thread
+///   (`Stall`), for `duration` (for good without one).
 pub fn arm_from_env(warden: &Warden) {
     #[cfg(feature = "fault-injection")]
     {
