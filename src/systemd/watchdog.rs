@@ -116,6 +116,40 @@ mod tests {
         );
     }
 
+    /// A server on loopback that reads a request head and answers `answer` (nothing when
+    /// `None`, keeping the connection open); returns its address.
+    async fn server(answer: Option<&'static [u8]>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            match answer {
+                Some(bytes) => conn.write_all(bytes).await.unwrap(),
+                None => std::future::pending().await,
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn only_a_200_in_time_counts_as_an_answer() {
+        let ok = server(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
+        assert!(get_health(ok).await.is_ok());
+        let unavailable = server(Some(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")).await;
+        let err = get_health(unavailable).await.unwrap_err().to_string();
+        assert!(err.contains("503"), "{err}");
+        let silent = server(None).await;
+        let waited = tokio::time::timeout(Duration::from_millis(300), get_health(silent)).await;
+        assert!(waited.is_err(), "a server that never answers is not alive");
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert!(get_health(closed).await.is_err());
+    }
+
     #[test]
     fn a_wildcard_bind_is_checked_on_loopback() {
         let at = |s: &str| probe_address(s.parse().unwrap()).to_string();
