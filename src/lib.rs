@@ -5,9 +5,10 @@
 //! # Layout
 //! - [`cli`]: the command line.
 //! - [`config`]: file and environment layering, validation, `check-config` output.
-//! - [`logging`]: tracing setup.
+//! - [`logging`]: tracing setup; [`journald`]: journald's native protocol.
 //! - [`web`]: the health endpoints.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
+//! - [`systemd`]: `Type=notify`: readiness, status, the watchdog, stopping.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
 
 #![forbid(unsafe_code)]
@@ -15,6 +16,8 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod journald;
 pub mod logging;
 pub mod shutdown;
+pub mod systemd;
 pub mod web;

@@ -10,6 +10,8 @@
 //! - [`call`]: [`Call`], the messages that run on a database's own I/O threads once admitted.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
+//! - [`heartbeat`]: [`Warden::heartbeat`], proof that every actor's mailbox drains (for a
+//!   service manager's watchdog).
 //! - [`backoff`]: the pure exponential backoff schedule.
 //! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
@@ -48,6 +50,7 @@ pub mod faults;
 pub(crate) mod guard;
 pub mod handle;
 pub mod health;
+pub mod heartbeat;
 pub(crate) mod io;
 pub mod neo4j;
 pub mod params;
@@ -55,6 +58,7 @@ pub mod postgres;
 pub mod rows;
 pub mod secret;
 pub mod settings;
+pub mod timestamp;
 pub mod warden;
 
 pub use crate::{

@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod daemon;
+pub mod datagram;
 pub mod graph;
 pub mod pg;
 pub mod proxy;
