@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod graph;
+pub mod mode;
 pub mod pg;
 pub mod proxy;
 
