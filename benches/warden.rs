@@ -62,6 +62,9 @@ struct Args {
     detection_runs: usize,
     /// Concurrency levels of the message benchmark.
     levels: Vec<usize>,
+    /// `Sql` paths to measure (`defaults`, `baseline`, `default`, `hosted`); all when empty.
+    /// One path alone is for profiling (`perf record` on this process), not for ratios.
+    sql_paths: Vec<String>,
 }
 
 impl Args {
@@ -75,6 +78,7 @@ impl Args {
             footprint_minutes: 10,
             detection_runs: 5,
             levels: vec![1, 8, 32, 128],
+            sql_paths: Vec::new(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
@@ -91,6 +95,10 @@ impl Args {
                 "--footprint-minutes" => args.footprint_minutes = num("--footprint-minutes"),
                 "--detection-runs" => args.detection_runs = num("--detection-runs") as usize,
                 "--concurrency" => args.levels = vec![num("--concurrency") as usize],
+                "--sql-paths" => {
+                    let paths = it.next().expect("--sql-paths needs a list");
+                    args.sql_paths = paths.split(',').map(str::to_owned).collect();
+                }
                 // cargo bench passes --bench to every bench target.
                 "--bench" => {}
                 s if !s.starts_with('-') => args.sections.push(s.to_owned()),
@@ -677,14 +685,29 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
             SqlPath::Warden(0),
             SqlPath::Warden(1),
         ];
+        let names = ["defaults", "baseline", "default", "hosted"];
+        let wanted =
+            |i: usize| args.sql_paths.is_empty() || args.sql_paths.iter().any(|p| p == names[i]);
         let mut loads: [Vec<Load>; 4] = Default::default();
         for round in 0..rounds {
             // A different path goes first each round, so that no path always follows the
             // same neighbour.
             for k in 0..paths.len() {
                 let i = (round + k) % paths.len();
-                loads[i].push(sql_round(&rt, &pg.url(), &handles, paths[i], n, secs));
+                if wanted(i) {
+                    loads[i].push(sql_round(&rt, &pg.url(), &handles, paths[i], n, secs));
+                }
             }
+        }
+        if !args.sql_paths.is_empty() {
+            for (i, l) in loads.iter().enumerate().filter(|(i, _)| wanted(*i)) {
+                load_row(
+                    rows,
+                    format!("Sql ×{n}: {} alone", names[i]),
+                    &median_load(l),
+                );
+            }
+            continue;
         }
         system.block_on(async {
             default.shutdown(Duration::from_secs(5)).await;
