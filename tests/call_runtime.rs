@@ -64,6 +64,26 @@ fn hosted_calls_run_on_the_applications_runtime() {
             .unwrap();
         assert!(caller.starts_with("app-"), "{caller}");
         assert!(pooled.starts_with("app-"), "{pooled}");
+        // Inside the caller's own task, not a task spawned for it: no hand-off at all.
+        let here = postgres.clone();
+        let (caller_task, call_task) = host
+            .spawn(async move {
+                let caller_task = tokio::task::id();
+                let call_task = here
+                    .send(WithPool::new(|_pool| {
+                        Box::pin(async move { Ok(tokio::task::try_id()) })
+                    }))
+                    .await
+                    .unwrap();
+                (caller_task, call_task)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            Some(caller_task),
+            call_task,
+            "the call ran in a task of its own"
+        );
         // From the test's own thread (another runtime): spawned on the application's.
         assert!(pool_thread(&postgres).await.starts_with("app-"));
         let rows = warden
