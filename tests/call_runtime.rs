@@ -331,3 +331,60 @@ fn a_current_thread_call_runtime_is_refused() {
         assert!(err.reason.contains("multi-threaded"), "{err}");
     });
 }
+
+/// The graph's calls are hosted too (FalkorDB behind the Bolt bridge): `Cypher` answers, and a
+/// `WithGraph` closure awaited on the application's runtime runs inside the caller's task.
+/// What FalkorDB cannot show: Neo4j's own server behaviour under such calls; the client side
+/// (neo4rs, its pool, its sockets) is the same.
+#[test]
+fn hosted_graph_calls_run_inside_the_callers_task() {
+    let graph = support::graph::GraphServer::start();
+    let host = Host::new(Mode::Hosted);
+    actix_test(async {
+        let pg = format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            support::free_port()
+        );
+        let warden = host.start(fast_settings(&graph.uri(), &pg));
+        let h = warden.health_handle();
+        eventually(Duration::from_secs(10), "neo4j connected", || {
+            let v = h.view();
+            async move {
+                (v.components[&Database::Neo4j].status
+                    == warden_actors::health::ComponentStatus::Connected)
+                    .then_some(())
+            }
+        })
+        .await;
+        let neo4j = warden.neo4j_handle();
+        let rows = neo4j.send(Cypher::new("RETURN 3 AS n")).await.unwrap();
+        assert_eq!(rows[0]["n"], json!(3));
+        let here = neo4j.clone();
+        let (caller_task, thread, call_task) = host
+            .spawn(async move {
+                let caller_task = tokio::task::id();
+                let (thread, call_task) = here
+                    .send(warden_actors::WithGraph::new(|graph| {
+                        Box::pin(async move {
+                            graph.run(neo4rs::query("RETURN 1")).await?;
+                            Ok((
+                                std::thread::current().name().unwrap_or("").to_owned(),
+                                tokio::task::try_id(),
+                            ))
+                        })
+                    }))
+                    .await
+                    .unwrap();
+                (caller_task, thread, call_task)
+            })
+            .await
+            .unwrap();
+        assert!(thread.starts_with("app-"), "{thread}");
+        assert_eq!(
+            Some(caller_task),
+            call_task,
+            "the call ran in a task of its own"
+        );
+        warden.shutdown(Duration::from_secs(2)).await;
+    });
+}

@@ -1,4 +1,5 @@
-//! [`Call`]: a message that, once admitted, runs by itself on its database's I/O runtime.
+//! [`Call`]: a message that, once admitted, runs by itself on its database's call runtime
+//! (warden's I/O threads by default, or the application's own: see `call_runtime.rs`).
 //!
 //! Both database actors, the breaker and health share one dedicated arbiter: a single thread,
 //! which also runs every probe. A call's driver work (encoding, socket reads and writes,
