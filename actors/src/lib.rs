@@ -8,6 +8,9 @@
 //!   [`Cypher`], [`CypherTransaction`]), its error classification and its row conversion;
 //!   [`rows`]: the result shape both share.
 //! - [`call`]: [`Call`], the messages that run on a database's own I/O threads once admitted.
+//! - [`call_runtime`]: where calls run (warden's I/O threads, or the application's runtime)
+//!   and the future a caller awaits; [`builder`]: [`WardenBuilder`], to host calls on the
+//!   application's own tokio runtime.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
 //! - [`heartbeat`]: [`Warden::heartbeat`], proof that every actor's mailbox drains (for a
@@ -41,7 +44,9 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod builder;
 pub mod call;
+pub mod call_runtime;
 pub mod catalog;
 pub mod circuit;
 pub mod connection;
@@ -63,7 +68,9 @@ pub mod warden;
 
 pub use crate::{
     breaker::BreakerActor,
+    builder::WardenBuilder,
     call::Call,
+    call_runtime::CallRuntime,
     circuit::Circuit,
     connection::Shutdown,
     error::{Database, TimeoutPhase, WardenError},

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod daemon;
 pub mod datagram;
 pub mod graph;
+pub mod mode;
 pub mod pg;
 pub mod proxy;
 
