@@ -108,18 +108,22 @@ pub fn path_text(req: &HttpRequest, name: &str) -> String {
     req.match_info().get(name).unwrap_or_default().to_owned()
 }
 
-/// The query string deserialized into `T`; with `deny_unknown_fields` on `T`, a parameter it
-/// does not know is an error that names it.
+/// The query string deserialized into `T`. With `deny_unknown_fields` on `T`, a parameter it
+/// does not know is an error that names it; a value of the wrong type names its parameter
+/// (`limit`), a repeated parameter is refused.
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    actix_web::web::Query::<T>::from_query(req.query_string())
-        .map(actix_web::web::Query::into_inner)
-        .map_err(|e| {
-            let reason = match e {
-                actix_web::error::QueryPayloadError::Deserialize(inner) => inner.to_string(),
-                other => other.to_string(),
-            };
-            ApiError::invalid("query", reason)
-        })
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(
+        req.query_string().as_bytes(),
+    ));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if matches!(path.as_str(), "" | "." | "?") {
+            "query".to_owned()
+        } else {
+            path
+        };
+        ApiError::invalid(field, e.into_inner().to_string())
+    })
 }
 
 /// At most [`QUOTE_LIMIT`] characters of client input, for an error message.
@@ -180,6 +184,40 @@ mod tests {
         assert_eq!(f, "body");
         let (f, _) = field(parse(b""));
         assert_eq!(f, "body");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Params {
+        #[serde(default)]
+        limit: Option<u32>,
+        #[serde(default)]
+        key: Option<String>,
+    }
+
+    fn params(uri: &str) -> Result<Params, ApiError> {
+        query(&actix_web::test::TestRequest::with_uri(uri).to_http_request())
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        let p = params("/x?limit=5&key=b%20pm").unwrap();
+        assert_eq!((p.limit, p.key.as_deref()), (Some(5), Some("b pm")));
+        assert!(params("/x").unwrap().limit.is_none());
+        for (uri, want) in [
+            ("/x?limit=abc", "limit"),
+            ("/x?limit=-1", "limit"),
+            ("/x?bogus=1", "bogus"),
+        ] {
+            match params(uri).unwrap_err() {
+                ApiError::Invalid { field, .. } => assert_eq!(field, want, "{uri}"),
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            params("/x?limit=1&limit=2").unwrap_err(),
+            ApiError::Invalid { .. }
+        ));
     }
 
     #[test]
