@@ -29,7 +29,10 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             }
         };
         warden_actors::faults::arm_from_env(&warden);
-        let api = api::Api::new(api::auth::ApiAuth::new(cfg.http.api_token.as_ref()));
+        let api = api::Api::new(
+            api::auth::ApiAuth::new(cfg.http.api_token.as_ref()),
+            warden.catalog(),
+        );
         let state = web::AppState::new(warden.health_handle(), started).with_api(api);
         let server = match web::server(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,

@@ -8,3 +8,9 @@ mod support;
 mod auth;
 #[path = "api/client.rs"]
 mod client;
+#[path = "api/invalid.rs"]
+mod invalid;
+#[path = "api/outage.rs"]
+mod outage;
+#[path = "api/recordings.rs"]
+mod recordings;

@@ -14,7 +14,7 @@ use actix_web::{
     HttpResponse, ResponseError,
 };
 use serde_json::{json, Value};
-use warden_actors::WardenError;
+use warden_actors::{catalog::CatalogError, WardenError};
 
 /// Why an API request failed.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +150,21 @@ impl ApiError {
             | ApiError::NoRoute(_)
             | ApiError::OutcomeUnknown(_)
             | ApiError::Internal(_) => Value::Null,
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(err: CatalogError) -> Self {
+        let retry_after = err.retry_after();
+        match err {
+            CatalogError::NotFound { what } => ApiError::NotFound { what },
+            CatalogError::Conflict { field, message } => ApiError::Conflict {
+                field: field.to_owned(),
+                message,
+            },
+            CatalogError::Invalid { field, reason } => ApiError::Invalid { field, reason },
+            CatalogError::Unavailable(e) => ApiError::from_database(&e, retry_after),
         }
     }
 }

@@ -78,8 +78,14 @@ fn check_headers(req: &HttpRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `T` from JSON text, the error naming the field's path.
+/// `T` from JSON text, the error naming the field's path. The body must be an object: serde
+/// would also fill a struct from an array, by position, which no client means.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    match body.trim_ascii_start().first() {
+        Some(b'{') => {}
+        None => return Err(ApiError::invalid("body", "is empty; send a JSON object")),
+        Some(_) => return Err(ApiError::invalid("body", "must be a JSON object")),
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
@@ -103,18 +109,23 @@ pub fn path_uuid(req: &HttpRequest, name: &str) -> Result<Uuid, ApiError> {
         .map_err(|e| ApiError::invalid(name, format!("{:?} is not a UUID: {e}", quote(raw))))
 }
 
-/// A path segment as text (percent-decoded by the router).
-pub fn path_text(req: &HttpRequest, name: &str) -> String {
-    req.match_info().get(name).unwrap_or_default().to_owned()
+/// A path segment as text, percent-decoded in full. The router decodes all but `%2F`, `%25`
+/// and `%2B` (so that an encoded `/` cannot split a segment); this decodes those too, so a
+/// metadata key may hold any character. Not UTF-8 once decoded: a 422 naming the segment.
+pub fn path_text(req: &HttpRequest, name: &str) -> Result<String, ApiError> {
+    let raw = req.match_info().get(name).unwrap_or_default();
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::invalid(name, "is not UTF-8 once percent-decoded"))
 }
 
 /// The query string deserialized into `T`. With `deny_unknown_fields` on `T`, a parameter it
 /// does not know is an error that names it; a value of the wrong type names its parameter
 /// (`limit`), a repeated parameter is refused.
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(
-        req.query_string().as_bytes(),
-    ));
+    let de =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let field = if matches!(path.as_str(), "" | "." | "?") {
@@ -184,6 +195,8 @@ mod tests {
         assert_eq!(f, "body");
         let (f, _) = field(parse(b""));
         assert_eq!(f, "body");
+        let (f, r) = field(parse(br#"["a", []]"#));
+        assert_eq!((f.as_str(), r.as_str()), ("body", "must be a JSON object"));
     }
 
     #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 //! - [`envelope`]: the success answers.
 //! - [`extract`]: request bodies (1 MB, JSON), path ids and query strings, validated before a
 //!   handler runs, every failure a 422.
+//! - [`recordings`]: the catalog's routes.
 //!
 //! # Adding routes
 //! A module with `pub fn routes(cfg: &mut web::ServiceConfig)` registers its resources (use
@@ -18,8 +19,10 @@ pub mod auth;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod recordings;
 
 use actix_web::{middleware::from_fn, web, HttpRequest, HttpResponse};
+use warden_actors::catalog::Catalog;
 
 use self::{auth::ApiAuth, error::ApiError};
 
@@ -27,12 +30,13 @@ use self::{auth::ApiAuth, error::ApiError};
 #[derive(Clone, Debug)]
 pub struct Api {
     auth: ApiAuth,
+    catalog: Catalog,
 }
 
 impl Api {
-    /// The API with these authentication rules.
-    pub fn new(auth: ApiAuth) -> Self {
-        Self { auth }
+    /// The API with these authentication rules, over this catalog.
+    pub fn new(auth: ApiAuth, catalog: Catalog) -> Self {
+        Self { auth, catalog }
     }
 }
 
@@ -43,6 +47,8 @@ pub fn configure(api: Api) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(api.auth.clone())).service(
             web::scope("/api/v1")
                 .wrap(from_fn(auth::require_token))
+                .app_data(web::Data::new(api.catalog.clone()))
+                .configure(recordings::routes)
                 .default_service(web::to(no_route)),
         );
     }

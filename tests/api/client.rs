@@ -62,6 +62,7 @@ impl Answer {
 /// Requests to one daemon.
 pub struct Client {
     base: String,
+    port: u16,
     http: reqwest::Client,
 }
 
@@ -70,11 +71,17 @@ impl Client {
     pub fn new(daemon: &Daemon) -> Self {
         Self {
             base: format!("http://127.0.0.1:{}", daemon.http_port),
+            port: daemon.http_port,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("client"),
         }
+    }
+
+    /// The daemon's HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Sends `method path` with `auth` and an optional raw body (sent as JSON).
@@ -136,4 +143,45 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(f)
+}
+
+/// A PostgreSQL cluster, a daemon on it with [`TOKEN`], and a client; returns once the
+/// catalog answers (the migrations have run).
+pub fn stack(extra: &[(&'static str, String)]) -> (crate::support::pg::PgServer, Daemon, Client) {
+    stack_on(crate::support::pg::PgServer::start(), extra)
+}
+
+/// [`stack`] on a given cluster.
+pub fn stack_on(
+    pg: crate::support::pg::PgServer,
+    extra: &[(&'static str, String)],
+) -> (crate::support::pg::PgServer, Daemon, Client) {
+    let mut e = env(&pg.url());
+    e.push(("WARDEN__HTTP__API_TOKEN", TOKEN.to_owned()));
+    e.extend(extra.iter().cloned());
+    let daemon = Daemon::spawn(&["run"], &e);
+    let client = Client::new(&daemon);
+    block_on(async {
+        client.until_up().await;
+        crate::support::eventually(Duration::from_secs(20), "the catalog answers", || async {
+            let a = client.call(Method::GET, "/api/v1/recordings", None).await;
+            (a.status == 200).then_some(())
+        })
+        .await;
+    });
+    (pg, daemon, client)
+}
+
+/// Rows in each catalog table and events in the outbox, for "nothing was written" checks.
+pub async fn counts(pool: &sqlx::PgPool) -> [i64; 4] {
+    let row: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM walltrack.recordings), \
+                (SELECT count(*) FROM walltrack.metadata), \
+                (SELECT count(*) FROM walltrack.tracklists), \
+                (SELECT count(*) FROM walltrack.graph_outbox)",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("counts");
+    [row.0, row.1, row.2, row.3]
 }
