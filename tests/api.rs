@@ -14,3 +14,5 @@ mod invalid;
 mod outage;
 #[path = "api/recordings.rs"]
 mod recordings;
+#[path = "api/body_limit.rs"]
+mod body_limit;

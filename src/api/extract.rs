@@ -11,8 +11,10 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 
-/// The largest body the API reads: 1 MB (MiB), enough for a recording with 256 metadata
-/// entries and 2000 tracks, and small enough that a worker holds few of them at once.
+/// The largest body the API reads: 1 MB (MiB), the catalog's contract. A recording with a
+/// 2000-track tracklist of ordinary titles is about 200 KB; a body at the library's own
+/// ceilings (256 metadata values of 64 KiB) is not: such data has to arrive in several
+/// requests (one `PUT .../metadata/{key}` each). Bounded so that a worker holds little.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// How much of a bad path segment an error quotes back.
