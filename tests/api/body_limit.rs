@@ -94,6 +94,45 @@ fn a_body_over_1_mb_is_422_and_writes_nothing() {
     });
 }
 
+/// A body that stops arriving: 408 `request_timeout` about 10 s after the head, the
+/// connection closed, nothing written; meanwhile other requests are served.
+#[test]
+fn a_body_that_stops_arriving_is_408() {
+    let (pg, _daemon, client) = stack(&[]);
+    block_on(async {
+        let admin = pg.admin().await;
+        let before = counts(&admin).await;
+        let port = client.port();
+        let started = std::time::Instant::now();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("read timeout");
+            write!(
+                s,
+                "POST /api/v1/recordings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"file_path\""
+            )
+            .expect("request head");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        });
+        // Served meanwhile.
+        let a = client.call(Method::GET, "/api/v1/recordings", None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        let answer = answer.await.expect("the slow client");
+        let took = started.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+        assert!(
+            took >= Duration::from_secs(9) && took < Duration::from_secs(19),
+            "{took:?}"
+        );
+        assert_eq!(counts(&admin).await, before);
+    });
+}
+
 async fn a_recording(client: &crate::client::Client) -> String {
     let a = client
         .call(
