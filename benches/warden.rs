@@ -28,9 +28,14 @@
 //!   on another arbiter and back.
 //! - `detection`: kill -9 of PostgreSQL to `healthy: false`; restart to `healthy: true`.
 //! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
+//! - `catalog`: catalog create and get through the HTTP API against the same SQL through
+//!   sqlx (see `sections/catalog_api.rs`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "sections/catalog_api.rs"]
+mod catalog_api;
 
 use std::{
     future::Future,
@@ -155,6 +160,9 @@ fn main() {
     }
     if args.wants("footprint") {
         footprint(&args, &mut rows);
+    }
+    if args.wants("catalog") {
+        catalog_api::catalog(&args, &mut rows);
     }
     println!();
     println!("| benchmark | measured | target | met |");
