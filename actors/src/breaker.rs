@@ -25,6 +25,7 @@ use crate::{
     error::Database,
     guard::DeathGuard,
     health::{CircuitUpdate, HealthActor},
+    metrics::DatabaseMetrics,
 };
 
 /// One database's published circuit and the window of its recent call outcomes.
@@ -140,6 +141,8 @@ pub struct GetCircuit(pub Database);
 pub struct BreakerActor {
     board: Arc<CircuitBoard>,
     health: Addr<HealthActor>,
+    /// Where each database's circuit transitions are counted, when set.
+    metrics: Vec<(Database, DatabaseMetrics)>,
     /// Fires warden's fatal signal if this actor dies (see `guard.rs`).
     _guard: Option<DeathGuard>,
 }
@@ -150,8 +153,15 @@ impl BreakerActor {
         Self {
             board,
             health,
+            metrics: Vec::new(),
             _guard: None,
         }
+    }
+
+    /// Counts each database's circuit transitions in its metrics.
+    pub(crate) fn counted(mut self, metrics: Vec<(Database, DatabaseMetrics)>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Fires `guard` if the actor dies.
@@ -168,9 +178,13 @@ impl BreakerActor {
     /// Publishes a changed circuit, with a fresh window, and tells health why.
     fn store(&self, database: Database, circuit: Circuit, cause: Option<String>) {
         let slot = self.board.slot(database);
-        slot.circuit.store(Arc::new(circuit));
+        let now = Instant::now();
+        let before = slot.circuit.swap(Arc::new(circuit)).recorded_status();
         slot.clear_window();
-        Self::log_change(database, &circuit, cause.as_deref(), Instant::now());
+        if let Some((_, m)) = self.metrics.iter().find(|(db, _)| *db == database) {
+            m.circuit_changed(before, circuit.recorded_status());
+        }
+        Self::log_change(database, &circuit, cause.as_deref(), now);
         self.health.do_send(CircuitUpdate {
             database,
             circuit,

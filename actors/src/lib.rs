@@ -11,6 +11,8 @@
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
 //! - [`backoff`]: the pure exponential backoff schedule.
+//! - [`metrics`]: [`Metrics`], the Prometheus registry a [`Warden`] owns: calls, probes and
+//!   circuit transitions recorded without a lock, states read from health at scrape time.
 //! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
 //!   I/O threads without the actor.
@@ -46,6 +48,7 @@ pub(crate) mod guard;
 pub mod handle;
 pub mod health;
 pub(crate) mod io;
+pub mod metrics;
 pub mod neo4j;
 pub mod params;
 pub mod postgres;
@@ -62,6 +65,7 @@ pub use crate::{
     error::{Database, TimeoutPhase, WardenError},
     handle::{CallHandle, Neo4jHandle, PostgresHandle},
     health::{GetHealth, HealthActor, HealthHandle, HealthView},
+    metrics::Metrics,
     neo4j::transaction::CypherTransaction,
     neo4j::{Cypher, Neo4jActor, WithGraph},
     postgres::transaction::{Isolation, Transaction, WithTransaction},
