@@ -29,7 +29,8 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             }
         };
         warden_actors::faults::arm_from_env(&warden);
-        let state = web::AppState::new(warden.health_handle(), started);
+        let state = web::AppState::new(warden.health_handle(), started)
+            .with_metrics(crate::metrics::Endpoint::new(warden.metrics()));
         let server = match web::server(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,
             Err(e) => {

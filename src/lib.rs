@@ -7,6 +7,8 @@
 //! - [`config`]: file and environment layering, validation, `check-config` output.
 //! - [`logging`]: tracing setup.
 //! - [`web`]: the health endpoints.
+//! - [`metrics`]: `GET /metrics`, in Prometheus' text format or OpenMetrics; [`process`]: the
+//!   process's own metrics, from `/proc`.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
 
@@ -16,5 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod metrics;
+pub mod process;
 pub mod shutdown;
 pub mod web;

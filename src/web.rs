@@ -7,6 +7,7 @@
 //! - `GET /health/ready`: 200 when every database is connected and no circuit is open, else
 //!   503; can flip back to 503 at any time. Same body as detailed.
 //! - `GET /health/detailed` (also `/api/health`): 200 with the full picture.
+//! - `GET /metrics`: Prometheus metrics, when the state has them (see `crate::metrics`).
 //! - Anything else: 404, or 405 for a known path with the wrong method, as
 //!   `{"error": {"code", "message"}}`.
 
@@ -33,12 +34,23 @@ use warden_actors::{
 pub struct AppState {
     health: HealthHandle,
     started: Instant,
+    metrics: Option<crate::metrics::Endpoint>,
 }
 
 impl AppState {
     /// State for a server whose process started at `started`.
     pub fn new(health: HealthHandle, started: Instant) -> Self {
-        Self { health, started }
+        Self {
+            health,
+            started,
+            metrics: None,
+        }
+    }
+
+    /// Also serves `GET /metrics` from `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Endpoint) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -171,6 +183,10 @@ where
 /// Registers the routes; shared by the daemon and in-process tests.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
+        if let Some(metrics) = state.metrics.clone() {
+            cfg.app_data(web::Data::new(metrics))
+                .service(get_only("/metrics", crate::metrics::serve));
+        }
         cfg.app_data(web::Data::new(state))
             .service(get_only("/health", live))
             .service(get_only("/health/ready", ready))

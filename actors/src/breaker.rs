@@ -179,10 +179,14 @@ impl BreakerActor {
     fn store(&self, database: Database, circuit: Circuit, cause: Option<String>) {
         let slot = self.board.slot(database);
         let now = Instant::now();
-        let before = slot.circuit.swap(Arc::new(circuit)).recorded_status();
+        let before = slot.circuit.swap(Arc::new(circuit));
         slot.clear_window();
         if let Some((_, m)) = self.metrics.iter().find(|(db, _)| *db == database) {
-            m.circuit_changed(before, circuit.recorded_status());
+            // An open circuit whose cooldown ended before its timer ticked it (a probe or a
+            // reconnect got there first) went through half-open all the same.
+            let (recorded, as_of_now) = (before.recorded_status(), before.status(now));
+            m.circuit_changed(recorded, as_of_now);
+            m.circuit_changed(as_of_now, circuit.recorded_status());
         }
         Self::log_change(database, &circuit, cause.as_deref(), now);
         self.health.do_send(CircuitUpdate {

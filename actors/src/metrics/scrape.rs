@@ -91,14 +91,14 @@ impl Collector for StateCollector {
             &mut encoder,
             "warden_database_up",
             "1 when the database is healthy (connected, its actor reporting, its circuit closed), \
-             else 0",
+             else 0.",
             dbs().map(|(db, c)| ([("database", db)], i64::from(c.healthy))),
         )?;
         gauge(
             &mut encoder,
             "warden_connection_state",
             "1 for the connection's current state (connecting, connected, backoff, stale, \
-             stopped), 0 for the others",
+             stopped), 0 for the others.",
             dbs().flat_map(|(db, c)| {
                 CONNECTION_STATES.map(|s| {
                     (
@@ -111,7 +111,7 @@ impl Collector for StateCollector {
         gauge(
             &mut encoder,
             "warden_circuit_state",
-            "1 for the circuit's current state (closed, open, half_open), 0 for the others",
+            "1 for the circuit's current state (closed, open, half_open), 0 for the others.",
             dbs().flat_map(|(db, c)| {
                 CIRCUIT_STATES.map(|s| {
                     (
@@ -124,7 +124,7 @@ impl Collector for StateCollector {
         let mut restarts = encoder.encode_descriptor(
             "warden_connection_restarts",
             "Times the database actor was restarted by its supervisor to connect again, after a \
-             failed connect or probe and its backoff",
+             failed connect or probe and its backoff.",
             None,
             MetricType::Counter,
         )?;
@@ -141,7 +141,7 @@ impl Collector for StateCollector {
         gauge(
             &mut encoder,
             "warden_pool_connections",
-            "Open pooled connections by state (idle, in_use); their sum is the pool's size",
+            "Open pooled connections by state (idle, in_use); their sum is the pool's size.",
             pools.iter().flat_map(|(db, s)| {
                 let idle = s.idle.min(s.size);
                 [
@@ -156,7 +156,7 @@ impl Collector for StateCollector {
         gauge(
             &mut encoder,
             "warden_pool_max_connections",
-            "The most connections the pool opens (max_connections less the probe's own)",
+            "The most connections the pool opens (max_connections less the probe's own).",
             pools
                 .iter()
                 .map(|(db, s)| ([("database", *db)], i64::from(s.max))),
