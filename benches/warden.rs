@@ -28,9 +28,14 @@
 //!   on another arbiter and back.
 //! - `detection`: kill -9 of PostgreSQL to `healthy: false`; restart to `healthy: true`.
 //! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
+//! - `metrics`: `Sql` at 32 callers with call recording on against off, in alternating rounds,
+//!   and `/metrics` scrapes under that load (`warden/metrics.rs`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "warden/metrics.rs"]
+mod metrics;
 
 use std::{
     future::Future,
@@ -146,6 +151,9 @@ fn main() {
     }
     if args.wants("footprint") {
         footprint(&args, &mut rows);
+    }
+    if args.wants("metrics") {
+        metrics::metrics_cost(&args, &mut rows);
     }
     println!();
     println!("| benchmark | measured | target | met |");

@@ -5,7 +5,7 @@
 //! - **Recorded** where things happen, on the call path among others, so they must cost no
 //!   lock and no allocation: calls by outcome, call and probe durations, circuit transitions.
 //!   Every label set is created once, here, and each database keeps the handles
-//!   ([`DatabaseMetrics`]); recording is an atomic add on a counter prometheus-client already
+//!   (`DatabaseMetrics`); recording is an atomic add on a counter prometheus-client already
 //!   holds, never a `Family` lookup. Durations go to a histogram of atomics of our own
 //!   (`histogram.rs`: prometheus-client's locks a mutex per observation).
 //! - **Read at scrape time** (`scrape.rs`): the connection and circuit states, `up`, restarts,
