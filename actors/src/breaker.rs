@@ -278,3 +278,58 @@ impl Handler<GetCircuit> for BreakerActor {
         MessageResult(self.board.get(msg.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn transitions(m: &Metrics, from: &str, to: &str) -> bool {
+        let mut out = String::new();
+        m.encode_prometheus_text(&mut out).unwrap();
+        let line = format!(
+            "warden_circuit_transitions_total{{database=\"postgres\",from=\"{from}\",to=\"{to}\"}} 1\n"
+        );
+        out.contains(&line)
+    }
+
+    #[actix::test]
+    async fn every_transition_is_counted_even_a_half_open_nobody_ticked() {
+        let cooldown = Duration::from_millis(30);
+        let circuit = Circuit::new(1, cooldown, Duration::from_millis(10));
+        let board = Arc::new(CircuitBoard::new(circuit, circuit));
+        let health = HealthActor::new(
+            &[(Database::Postgres, Duration::from_secs(1), circuit)],
+            board.clone(),
+        )
+        .start();
+        let metrics = Metrics::new();
+        let breaker = BreakerActor::new(board.clone(), health).counted(vec![(
+            Database::Postgres,
+            metrics.database(Database::Postgres),
+        )]);
+        let db = Database::Postgres;
+
+        let mut c = board.get(db);
+        assert!(c.open(Instant::now()));
+        breaker.store(db, c, Some("a failure".into()));
+        assert!(transitions(&metrics, "closed", "open"));
+        // The cooldown ends and, before the timer that would store `half_open` runs, the
+        // actor reconnects: the circuit went through half-open all the same.
+        std::thread::sleep(cooldown + Duration::from_millis(5));
+        let mut c = board.get(db);
+        assert!(c.reconnected());
+        breaker.store(db, c, None);
+        assert!(transitions(&metrics, "open", "half_open"));
+        assert!(transitions(&metrics, "half_open", "closed"));
+        assert!(!transitions(&metrics, "open", "closed"));
+        // Open, and a reconnect within the cooldown: straight from open to closed.
+        let mut c = board.get(db);
+        assert!(c.open(Instant::now()));
+        breaker.store(db, c, Some("a failure".into()));
+        let mut c = board.get(db);
+        assert!(c.reconnected());
+        breaker.store(db, c, None);
+        assert!(transitions(&metrics, "open", "closed"));
+    }
+}

@@ -18,8 +18,8 @@ use std::{
 };
 
 use super::{
-    actor_load, bench_settings, load_row, median_load, median_ratio, ratio_text, row, support,
-    us, wait_connected, Args, Row,
+    actor_load, bench_settings, load_row, median_load, median_ratio, ratio_text, row, support, us,
+    wait_connected, Args, Row,
 };
 use support::pg::PgServer;
 use warden_actors::{Database, Sql, Warden};
