@@ -1,56 +1,106 @@
 //! The `metrics` section: what recording calls costs, and how fast a scrape answers under load.
 //!
 //! One warden against a throwaway PostgreSQL, `SELECT 1` through its handle from 32 callers (or
-//! `--concurrency N`): rounds with call recording on and off (`Metrics::set_call_recording`),
-//! alternating which goes first, in the same run, on the same pool. Meanwhile another thread
-//! scrapes `/metrics` over HTTP (the daemon's HTTP layer, served in this process) every
-//! 100 ms, in both kinds of round so that both carry the same extra load; each scrape is
-//! timed from connect to the last byte.
+//! `--concurrency N`) without a pause, in rounds of `--message-seconds`. Within each round, a
+//! thread turns call recording (`Metrics::set_call_recording`) on and off every 250 ms, in
+//! pairs of phases whose order alternates (on-off, off-on, ...), and counts the calls each
+//! phase completed: each pair's ratio compares two quarter-seconds side by side, so the load
+//! other programs put on a shared machine falls on both alike, and the median over all pairs
+//! is reported. Meanwhile another thread GETs `/metrics` and, as the ceiling, `/health` (the
+//! trivial liveness handler) over HTTP, each every 100 ms on a fresh connection, timed from
+//! connect to the last byte; the time to render the metrics alone is measured too.
 
 use std::{
     io::{Read, Write},
     net::TcpStream,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
 };
 
 use super::{
-    actor_load, bench_settings, load_row, median_load, median_ratio, ratio_text, row, support, us,
-    wait_connected, Args, Row,
+    actor_load, bench_settings, load_row, median_load, row, support, us, wait_connected, Args, Row,
 };
 use support::pg::PgServer;
 use warden_actors::{Database, Sql, Warden};
 
-/// One scrape over a fresh connection, as Prometheus makes them; its duration.
-fn scrape_once(port: u16) -> Duration {
+/// One GET of `path` over a fresh connection, as Prometheus makes them; its duration.
+fn get_once(port: u16, path: &str) -> Duration {
     let t = Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .expect("send");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut body = Vec::with_capacity(16 * 1024);
     s.read_to_end(&mut body).expect("read");
     let took = t.elapsed();
     assert!(
-        body.starts_with(b"HTTP/1.1 200") && body.ends_with(b"\n"),
-        "a bad scrape: {}",
+        body.starts_with(b"HTTP/1.1 200"),
+        "a bad answer to {path}: {}",
         String::from_utf8_lossy(&body[..body.len().min(200)])
     );
     took
 }
 
-/// Scrapes every 100 ms until `stop`; the durations.
-fn scraper(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Duration>> {
+/// Until `stop`: GETs `/metrics` then `/health` every 100 ms; both lists of durations.
+fn scraper(
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<Duration>, Vec<Duration>)> {
     std::thread::spawn(move || {
-        let mut times = Vec::new();
+        let (mut metrics, mut health) = (Vec::new(), Vec::new());
         while !stop.load(Ordering::Relaxed) {
-            times.push(scrape_once(port));
+            metrics.push(get_once(port, "/metrics"));
+            health.push(get_once(port, "/health"));
             std::thread::sleep(Duration::from_millis(100));
         }
-        times
+        (metrics, health)
     })
+}
+
+/// Turns recording on and off every `PHASE` until `stop`, counting the calls each phase
+/// completed; the ratio (calls/s on ÷ calls/s off) of each pair of phases.
+fn toggler(
+    metrics: Arc<warden_actors::Metrics>,
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<f64>> {
+    const PHASE: Duration = Duration::from_millis(250);
+    std::thread::spawn(move || {
+        let mut ratios = Vec::new();
+        let mut pair = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let order = if pair % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            let mut rate = [0.0f64; 2];
+            for recording in order {
+                metrics.set_call_recording(recording);
+                let (t, before) = (Instant::now(), done.load(Ordering::Relaxed));
+                std::thread::sleep(PHASE);
+                let calls = done.load(Ordering::Relaxed) - before;
+                rate[usize::from(recording)] = calls as f64 / t.elapsed().as_secs_f64();
+            }
+            if !stop.load(Ordering::Relaxed) && rate[0] > 0.0 {
+                ratios.push(rate[1] / rate[0]);
+            }
+            pair += 1;
+        }
+        metrics.set_call_recording(true);
+        ratios
+    })
+}
+
+fn percentiles(mut d: Vec<Duration>) -> (Duration, Duration, usize) {
+    d.sort_unstable();
+    let pct = |p: f64| d[((d.len() - 1) as f64 * p).round() as usize];
+    (pct(0.5), pct(0.99), d.len())
 }
 
 pub(crate) fn metrics_cost(args: &Args, rows: &mut Vec<Row>) {
@@ -60,8 +110,8 @@ pub(crate) fn metrics_cost(args: &Args, rows: &mut Vec<Row>) {
     };
     let (secs, rounds) = (args.message_seconds, args.message_rounds);
     eprintln!(
-        "metrics: Sql ×{n}, call recording on and off in {rounds} alternating rounds of {secs} s, \
-         /metrics scraped every 100 ms"
+        "metrics: Sql ×{n} for {rounds} rounds of {secs} s, call recording on and off every \
+         250 ms; /metrics and /health over HTTP every 100 ms"
     );
     let pg = PgServer::start();
     let graph_uri = format!("bolt://127.0.0.1:{}", support::free_port());
@@ -82,64 +132,84 @@ pub(crate) fn metrics_cost(args: &Args, rows: &mut Vec<Row>) {
         actix::spawn(server);
         warden
     });
-    let metrics = warden.metrics();
-    let (mut on, mut off, mut scrapes) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for recording in order {
-            metrics.set_call_recording(recording);
-            let stop = Arc::new(AtomicBool::new(false));
-            let scraping = scraper(port, stop.clone());
-            let postgres = warden.postgres_handle();
-            let load = system.block_on(actor_load(n, secs, move || {
-                let call = postgres.send(Sql::new("SELECT 1"));
-                async move { call.await.is_ok() }
-            }));
-            stop.store(true, Ordering::Relaxed);
-            scrapes.extend(scraping.join().expect("scraper"));
-            if recording {
-                on.push(load);
-            } else {
-                off.push(load);
+    let endpoint = warden::metrics::Endpoint::new(warden.metrics());
+    let (mut ratios, mut scrapes, mut healths, mut renders) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut loads = Vec::new();
+    for _ in 0..rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let scraping = scraper(port, stop.clone());
+        let toggling = toggler(warden.metrics(), done.clone(), stop.clone());
+        let postgres = warden.postgres_handle();
+        loads.push(system.block_on(actor_load(n, secs, move || {
+            let call = postgres.send(Sql::new("SELECT 1"));
+            let done = done.clone();
+            async move {
+                let ok = call.await.is_ok();
+                done.fetch_add(u64::from(ok), Ordering::Relaxed);
+                ok
             }
+        })));
+        stop.store(true, Ordering::Relaxed);
+        let (m, h) = scraping.join().expect("scraper");
+        scrapes.extend(m);
+        healths.extend(h);
+        ratios.extend(toggling.join().expect("toggler"));
+        // The render alone, as the handler does it, right after the load.
+        for _ in 0..100 {
+            let t = Instant::now();
+            let body = endpoint.render(false).expect("render");
+            renders.push(t.elapsed());
+            assert!(body.contains("warden_calls_total"));
         }
     }
-    metrics.set_call_recording(true);
     system.block_on(warden.shutdown(Duration::from_secs(5)));
 
     load_row(
         rows,
-        format!("Sql ×{n}: metrics off, calls/s, p50 / p99"),
-        &median_load(&off),
+        format!("Sql ×{n}: calls/s, p50 / p99 (recording on half the time)"),
+        &median_load(&loads),
     );
-    load_row(
-        rows,
-        format!("Sql ×{n}: metrics on, calls/s, p50 / p99"),
-        &median_load(&on),
-    );
-    let ratio = median_ratio(&on, &off);
-    row(
-        rows,
-        format!("Sql ×{n}: metrics on ÷ off (median of {rounds} rounds)"),
-        ratio_text(&on, &off),
-        "≥ 97 %",
-        Some(ratio >= 0.97),
-    );
-    scrapes.sort_unstable();
-    let pct = |p: f64| scrapes[((scrapes.len() - 1) as f64 * p).round() as usize];
-    let (p50, p99) = (pct(0.5), pct(0.99));
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
     row(
         rows,
         format!(
-            "/metrics under that load: p50 / p99 of {} scrapes",
-            scrapes.len()
+            "Sql ×{n}: metrics on ÷ off (median of {} pairs of 250 ms phases)",
+            ratios.len()
         ),
+        format!(
+            "{:.1} % (quartiles {:.0}–{:.0})",
+            median * 100.0,
+            ratios[ratios.len() / 4] * 100.0,
+            ratios[ratios.len() * 3 / 4] * 100.0
+        ),
+        "≥ 97 %",
+        Some(median >= 0.97),
+    );
+    let (p50, p99, count) = percentiles(scrapes);
+    row(
+        rows,
+        format!("/metrics over HTTP under that load: p50 / p99 of {count}"),
         format!("{} / {}", us(p50), us(p99)),
         "both < 5 ms",
-        Some(p99 < Duration::from_millis(5)),
+        Some(p50 < Duration::from_millis(5) && p99 < Duration::from_millis(5)),
+    );
+    let (h50, h99, count) = percentiles(healths);
+    row(
+        rows,
+        format!("/health over HTTP alongside (ceiling): p50 / p99 of {count}"),
+        format!("{} / {}", us(h50), us(h99)),
+        "",
+        None,
+    );
+    let (r50, r99, count) = percentiles(renders);
+    row(
+        rows,
+        format!("/metrics render alone: p50 / p99 of {count}"),
+        format!("{} / {}", us(r50), us(r99)),
+        "",
+        None,
     );
 }
