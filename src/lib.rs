@@ -5,11 +5,12 @@
 //! # Layout
 //! - [`cli`]: the command line.
 //! - [`config`]: file and environment layering, validation, `check-config` output.
-//! - [`logging`]: tracing setup.
+//! - [`logging`]: tracing setup; [`journald`]: journald's native protocol.
 //! - [`web`]: the health endpoints.
 //! - [`metrics`]: `GET /metrics`, in Prometheus' text format or OpenMetrics; [`process`]: the
 //!   process's own metrics, from `/proc`.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
+//! - [`systemd`]: `Type=notify`: readiness, status, the watchdog, stopping.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
 
 #![forbid(unsafe_code)]
@@ -17,8 +18,10 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod journald;
 pub mod logging;
 pub mod metrics;
 pub mod process;
 pub mod shutdown;
+pub mod systemd;
 pub mod web;

@@ -22,7 +22,7 @@ use actix_web::{
     http::{header, StatusCode},
     web, App, HttpRequest, HttpResponse, HttpServer,
 };
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use warden_actors::{
     health::{ComponentHealth, HealthSnapshot},
@@ -66,7 +66,7 @@ struct Detailed<'a> {
 fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
     let body = Detailed {
         status: if view.all_healthy() { "ok" } else { "degraded" },
-        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        timestamp: warden_actors::timestamp::format(&Utc::now()),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
         components: &view.components,
@@ -224,8 +224,19 @@ pub fn server(
     state: AppState,
     shutdown_timeout: std::time::Duration,
 ) -> std::io::Result<actix_web::dev::Server> {
+    listen(bind, workers, state, shutdown_timeout).map(|(server, _)| server)
+}
+
+/// [`server`], and the addresses it listens on (the port chosen when `bind`'s is 0), for the
+/// systemd watchdog's own request.
+pub fn listen(
+    bind: std::net::SocketAddr,
+    workers: usize,
+    state: AppState,
+    shutdown_timeout: std::time::Duration,
+) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let grace = shutdown_timeout.min(HTTP_GRACE);
-    let server = HttpServer::new(move || {
+    let bound = HttpServer::new(move || {
         App::new()
             .configure(configure(state.clone()))
             .default_service(web::to(not_found))
@@ -235,7 +246,7 @@ pub fn server(
     .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
     .workers(workers.max(1))
     .shutdown_timeout(grace.as_secs().max(1))
-    .bind(bind)?
-    .run();
-    Ok(server)
+    .bind(bind)?;
+    let addrs = bound.addrs();
+    Ok((bound.run(), addrs))
 }

@@ -8,8 +8,13 @@
 //!   [`Cypher`], [`CypherTransaction`]), its error classification and its row conversion;
 //!   [`rows`]: the result shape both share.
 //! - [`call`]: [`Call`], the messages that run on a database's own I/O threads once admitted.
+//! - [`call_runtime`]: where calls run (warden's I/O threads, or the application's runtime)
+//!   and the future a caller awaits; [`builder`]: [`WardenBuilder`], to host calls on the
+//!   application's own tokio runtime.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
+//! - [`heartbeat`]: [`Warden::heartbeat`], proof that every actor's mailbox drains (for a
+//!   service manager's watchdog).
 //! - [`backoff`]: the pure exponential backoff schedule.
 //! - [`metrics`]: [`Metrics`], the Prometheus registry a [`Warden`] owns: calls, probes and
 //!   circuit transitions recorded without a lock, states read from health at scrape time.
@@ -17,6 +22,8 @@
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
 //!   I/O threads without the actor.
 //! - [`warden`]: [`Warden`], which starts the four actors and shuts them down.
+//! - [`catalog`]: recordings, metadata and tracklists in PostgreSQL, each write with its
+//!   graph outbox event ([`catalog::Catalog`], from [`Warden::catalog`]).
 //! - [`settings`], [`error`], [`secret`], [`params`]: configuration, the error callers see,
 //!   redaction, parameter bounds.
 //!
@@ -39,7 +46,10 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod builder;
 pub mod call;
+pub mod call_runtime;
+pub mod catalog;
 pub mod circuit;
 pub mod connection;
 pub mod error;
@@ -47,6 +57,7 @@ pub mod faults;
 pub(crate) mod guard;
 pub mod handle;
 pub mod health;
+pub mod heartbeat;
 pub(crate) mod io;
 pub mod metrics;
 pub mod neo4j;
@@ -55,11 +66,14 @@ pub mod postgres;
 pub mod rows;
 pub mod secret;
 pub mod settings;
+pub mod timestamp;
 pub mod warden;
 
 pub use crate::{
     breaker::BreakerActor,
+    builder::WardenBuilder,
     call::Call,
+    call_runtime::CallRuntime,
     circuit::Circuit,
     connection::Shutdown,
     error::{Database, TimeoutPhase, WardenError},

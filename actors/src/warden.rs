@@ -14,6 +14,8 @@ use tokio::sync::watch;
 
 use crate::{
     breaker::CircuitBoard,
+    builder::WardenBuilder,
+    call_runtime::CallRuntime,
     guard::DeathGuard,
     metrics::{Metrics, StateCollector},
     neo4j, postgres, BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle,
@@ -24,8 +26,10 @@ use crate::{
 /// The four running actors. Both database actors and the breaker share one dedicated arbiter
 /// (sockets belong to the runtime that opened them, and a busy caller thread must not delay
 /// probes); health runs there too, and HTTP workers read its published snapshot instead.
-/// PostgreSQL's calls run on its pool's own I/O threads (`postgres.io_threads`), which own the
-/// pool's sockets, so that queries can use more than the arbiter's one thread.
+/// Each database's calls run on its pool's own I/O threads (`postgres.io_threads`,
+/// `neo4j.io_threads`), which own the pool's sockets, so that queries can use more than the
+/// arbiter's one thread; or, when the application hosts them
+/// ([`WardenBuilder::call_runtime`]), on the application's runtime.
 pub struct Warden {
     /// The graph database actor: send it [`Cypher`](crate::Cypher), or call it through
     /// [`Warden::neo4j_handle`], which answers refusals without its mailbox.
@@ -56,15 +60,28 @@ impl Warden {
     /// Validates the settings, reads secret files, and starts the four actors in the current
     /// actix `System`. Connecting happens in the background: this returns at once, even when
     /// both databases are down.
-    pub fn start(mut settings: WardenSettings) -> Result<Warden, SettingsError> {
-        settings.load_secret_files()?;
-        settings.validate()?;
-        Self::start_validated(settings)
+    pub fn start(settings: WardenSettings) -> Result<Warden, SettingsError> {
+        Self::builder(settings).start()
     }
 
-    fn start_validated(settings: WardenSettings) -> Result<Warden, SettingsError> {
+    /// A builder for a warden with more than settings: see
+    /// [`WardenBuilder::call_runtime`] to host the databases' calls on the application's own
+    /// tokio runtime.
+    pub fn builder(settings: WardenSettings) -> WardenBuilder {
+        WardenBuilder::new(settings)
+    }
+
+    pub(crate) fn start_validated(
+        settings: WardenSettings,
+        hosted: Option<CallRuntime>,
+    ) -> Result<Warden, SettingsError> {
         // Before anything starts, so that a refusal leaves nothing running.
-        let pg_driver = postgres::PgDriver::new(settings.postgres.clone())?;
+        let mut pg_driver = postgres::PgDriver::new(settings.postgres.clone())?;
+        let mut graph_driver = neo4j::Neo4jDriver::new(settings.neo4j.clone());
+        if let Some(runtime) = hosted {
+            pg_driver = pg_driver.hosted_on(runtime.clone());
+            graph_driver = graph_driver.hosted_on(runtime);
+        }
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let circuit = |probe_interval: Duration| {
@@ -133,7 +150,7 @@ impl Warden {
         let postgres = Supervisor::start_in_arbiter(&handle, move |_| pg);
 
         let graph = Neo4jActor::new(
-            neo4j::Neo4jDriver::new(settings.neo4j.clone()),
+            graph_driver,
             &settings.backoff,
             &settings.retry,
             board,
@@ -175,6 +192,12 @@ impl Warden {
     /// them at once (see [`CallHandle`]); for any thread, cheap to clone.
     pub fn postgres_handle(&self) -> PostgresHandle {
         self.postgres_handle.clone()
+    }
+
+    /// The catalog (recordings, metadata, tracklists) on this warden's PostgreSQL; cheap to
+    /// clone.
+    pub fn catalog(&self) -> crate::catalog::Catalog {
+        crate::catalog::Catalog::new(self.postgres_handle())
     }
 
     /// Calls to the graph database, refused on the caller's thread like

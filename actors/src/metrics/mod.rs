@@ -44,7 +44,7 @@ pub enum Outcome {
     /// Rows (or the closure's value).
     Ok,
     /// Refused without touching the database: an open circuit, no connection (`Unavailable`),
-    /// the actor stopped.
+    /// the actor stopped, the application's call runtime gone.
     Refused,
     /// A phase ran out of time (`Timeout`: acquire or query).
     Timeout,
@@ -90,7 +90,8 @@ impl Outcome {
         match e {
             WardenError::CircuitOpen { .. }
             | WardenError::Unavailable { .. }
-            | WardenError::Stopped { .. } => Outcome::Refused,
+            | WardenError::Stopped { .. }
+            | WardenError::CallRuntimeGone { .. } => Outcome::Refused,
             WardenError::Timeout { .. } => Outcome::Timeout,
             WardenError::Query { .. }
             | WardenError::Usage { .. }
