@@ -30,12 +30,16 @@
 //! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
 //! - `catalog`: catalog create and get through the HTTP API against the same SQL through
 //!   sqlx (see `sections/catalog_api.rs`).
+//! - `metrics`: `Sql` at 32 callers with call recording on against off, in alternating rounds,
+//!   and `/metrics` scrapes under that load (`warden/metrics.rs`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 #[path = "sections/catalog_api.rs"]
 mod catalog_api;
+#[path = "warden/metrics.rs"]
+mod metrics;
 
 use std::{
     future::Future,
@@ -163,6 +167,9 @@ fn main() {
     }
     if args.wants("catalog") {
         catalog_api::catalog(&args, &mut rows);
+    }
+    if args.wants("metrics") {
+        metrics::metrics_cost(&args, &mut rows);
     }
     println!();
     println!("| benchmark | measured | target | met |");

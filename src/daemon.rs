@@ -34,7 +34,9 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             api::auth::ApiAuth::new(cfg.http.api_token.as_ref()),
             warden.catalog(),
         );
-        let state = web::AppState::new(warden.health_handle(), started).with_api(api);
+        let state = web::AppState::new(warden.health_handle(), started)
+            .with_api(api)
+            .with_metrics(crate::metrics::Endpoint::new(warden.metrics()));
         let (server, addrs) = match web::listen(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,
             Err(e) => {

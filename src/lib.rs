@@ -8,6 +8,8 @@
 //! - [`logging`]: tracing setup; [`journald`]: journald's native protocol.
 //! - [`web`]: the health endpoints, and the [`api`] under `/api/v1`.
 //! - [`api`]: the HTTP API (token, envelope, routes).
+//! - [`metrics`]: `GET /metrics`, in Prometheus' text format or OpenMetrics; [`process`]: the
+//!   process's own metrics, from `/proc`.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`systemd`]: `Type=notify`: readiness, status, the watchdog, stopping.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
@@ -20,6 +22,8 @@ pub mod config;
 pub mod daemon;
 pub mod journald;
 pub mod logging;
+pub mod metrics;
+pub mod process;
 pub mod shutdown;
 pub mod systemd;
 pub mod web;

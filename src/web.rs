@@ -7,6 +7,7 @@
 //! - `GET /health/ready`: 200 when every database is connected and no circuit is open, else
 //!   503; can flip back to 503 at any time. Same body as detailed.
 //! - `GET /health/detailed` (also `/api/health`): 200 with the full picture.
+//! - `GET /metrics`: Prometheus metrics, when the state has them (see `crate::metrics`).
 //! - Anything else: 404, or 405 for a known path with the wrong method, as
 //!   `{"error": {"code", "message"}}`.
 
@@ -35,6 +36,7 @@ pub struct AppState {
     health: HealthHandle,
     started: Instant,
     api: Option<crate::api::Api>,
+    metrics: Option<crate::metrics::Endpoint>,
 }
 
 impl AppState {
@@ -44,12 +46,19 @@ impl AppState {
             health,
             started,
             api: None,
+            metrics: None,
         }
     }
 
     /// Serves the API under `/api/v1` too.
     pub fn with_api(mut self, api: crate::api::Api) -> Self {
         self.api = Some(api);
+        self
+    }
+
+    /// Also serves `GET /metrics` from `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Endpoint) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 }
@@ -185,6 +194,10 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         if let Some(api) = state.api.clone() {
             cfg.configure(crate::api::configure(api));
+        }
+        if let Some(metrics) = state.metrics.clone() {
+            cfg.app_data(web::Data::new(metrics))
+                .service(get_only("/metrics", crate::metrics::serve));
         }
         cfg.app_data(web::Data::new(state))
             .service(get_only("/health", live))

@@ -16,6 +16,8 @@
 //! - [`heartbeat`]: [`Warden::heartbeat`], proof that every actor's mailbox drains (for a
 //!   service manager's watchdog).
 //! - [`backoff`]: the pure exponential backoff schedule.
+//! - [`metrics`]: [`Metrics`], the Prometheus registry a [`Warden`] owns: calls, probes and
+//!   circuit transitions recorded without a lock, states read from health at scrape time.
 //! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
 //!   I/O threads without the actor.
@@ -57,6 +59,7 @@ pub mod handle;
 pub mod health;
 pub mod heartbeat;
 pub(crate) mod io;
+pub mod metrics;
 pub mod neo4j;
 pub mod params;
 pub mod postgres;
@@ -76,6 +79,7 @@ pub use crate::{
     error::{Database, TimeoutPhase, WardenError},
     handle::{CallHandle, Neo4jHandle, PostgresHandle},
     health::{GetHealth, HealthActor, HealthHandle, HealthView},
+    metrics::Metrics,
     neo4j::transaction::CypherTransaction,
     neo4j::{Cypher, Neo4jActor, WithGraph},
     postgres::transaction::{Isolation, Transaction, WithTransaction},

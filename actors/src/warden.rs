@@ -13,7 +13,11 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::{
-    breaker::CircuitBoard, builder::WardenBuilder, call_runtime::CallRuntime, guard::DeathGuard,
+    breaker::CircuitBoard,
+    builder::WardenBuilder,
+    call_runtime::CallRuntime,
+    guard::DeathGuard,
+    metrics::{Metrics, StateCollector},
     neo4j, postgres, BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle,
     Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle, SettingsError, Shutdown,
     WardenSettings,
@@ -46,6 +50,7 @@ pub struct Warden {
     /// `shutdown` ran (or `drop` started it): nothing left to stop.
     stopped: AtomicBool,
     arbiter: Arbiter,
+    metrics: Arc<Metrics>,
 }
 
 /// How long calls still in flight get when a `Warden` is dropped without `shutdown`.
@@ -111,11 +116,24 @@ impl Warden {
         let guard = |actor| DeathGuard::new(actor, fatal_tx.clone(), stopping.clone());
 
         let health_handle = health_actor.handle();
+        let mut metrics = Metrics::new();
+        metrics.collect(StateCollector::new(
+            health_handle.clone(),
+            vec![(Database::Postgres, pg_driver.pool_reader())],
+        ));
+        let (pg_metrics, graph_metrics) = (
+            metrics.database(Database::Postgres),
+            metrics.database(Database::Neo4j),
+        );
         let health_actor = health_actor.guarded(guard("health"));
         let health = HealthActor::start_in_arbiter(&handle, move |_| health_actor);
 
-        let breaker_actor =
-            BreakerActor::new(board.clone(), health.clone()).guarded(guard("breaker"));
+        let breaker_actor = BreakerActor::new(board.clone(), health.clone())
+            .counted(vec![
+                (Database::Postgres, pg_metrics.clone()),
+                (Database::Neo4j, graph_metrics.clone()),
+            ])
+            .guarded(guard("breaker"));
         let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
 
         let pg = PostgresActor::new(
@@ -126,6 +144,7 @@ impl Warden {
             breaker.clone(),
             health.clone(),
             fatal_tx.clone(),
+            pg_metrics,
         );
         let pg_link = pg.link();
         let postgres = Supervisor::start_in_arbiter(&handle, move |_| pg);
@@ -138,6 +157,7 @@ impl Warden {
             breaker.clone(),
             health.clone(),
             fatal_tx,
+            graph_metrics,
         );
         let graph_link = graph.link();
         let neo4j = Supervisor::start_in_arbiter(&handle, move |_| graph);
@@ -154,7 +174,13 @@ impl Warden {
             stopping,
             stopped: AtomicBool::new(false),
             arbiter,
+            metrics: Arc::new(metrics),
         })
+    }
+
+    /// warden's Prometheus metrics (see [`Metrics`]): encode its registry to expose them.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// A reader of the latest health snapshot, for any thread, without a mailbox round trip.

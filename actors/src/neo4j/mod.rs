@@ -274,7 +274,7 @@ mod starts {
     impl Start<Neo4jDriver> for Cypher {
         fn start(mut self, admitted: Admitted<GraphClient>) -> BoxFuture<'static, Self::Result> {
             if let Some(refused) = refuse_params(&mut self.params, "") {
-                return Box::pin(std::future::ready(Err(refused)));
+                return Box::pin(std::future::ready(Err(admitted.refuse(refused))));
             }
             Box::pin(async move { admitted.call(|client| execute(client, &self)).await })
         }
@@ -295,7 +295,7 @@ mod starts {
             for (i, cypher) in self.statements.iter_mut().enumerate() {
                 let place = format!("statement {} of the transaction: ", i + 1);
                 if let Some(refused) = refuse_params(&mut cypher.params, &place) {
-                    return Box::pin(std::future::ready(Err(refused)));
+                    return Box::pin(std::future::ready(Err(admitted.refuse(refused))));
                 }
             }
             let committing = Committing::default();

@@ -124,6 +124,20 @@ impl PgDriver {
         })
     }
 
+    /// Reads the shared pool's counts for a metrics scrape: two atomic loads in sqlx, no
+    /// round trip; `None` before the first connect and after shutdown.
+    pub(crate) fn pool_reader(&self) -> crate::metrics::PoolReader {
+        let slot = self.pool.clone();
+        let max = self.settings.max_connections.saturating_sub(1).max(1);
+        Box::new(move || {
+            slot.peek().map(|client| crate::metrics::PoolStats {
+                size: client.pool.size(),
+                idle: u32::try_from(client.pool.num_idle()).unwrap_or(u32::MAX),
+                max,
+            })
+        })
+    }
+
     /// Hosts the pool and its calls on an application's runtime instead of I/O threads of
     /// warden's own (see `call_runtime.rs`).
     pub(crate) fn hosted_on(mut self, runtime: CallRuntime) -> Self {
