@@ -18,7 +18,7 @@ use warden_actors::settings::{
     BackoffSettings, BreakerSettings, Neo4jSettings, PostgresSettings, RetrySettings,
     MAX_SUPERVISION_DELAY,
 };
-use warden_actors::{SettingsError, WardenSettings};
+use warden_actors::{runtime::TableSettings, SettingsError, WardenSettings};
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/warden/warden.toml";
@@ -58,6 +58,8 @@ pub struct DaemonConfig {
     pub retry: RetrySettings,
     /// `[breaker]`.
     pub breaker: BreakerSettings,
+    /// `[runtime_settings]`: following the `config` table.
+    pub runtime_settings: TableSettings,
 }
 
 impl Default for DaemonConfig {
@@ -71,6 +73,7 @@ impl Default for DaemonConfig {
             backoff: BackoffSettings::default(),
             retry: RetrySettings::default(),
             breaker: BreakerSettings::default(),
+            runtime_settings: TableSettings::default(),
         }
     }
 }
@@ -251,6 +254,7 @@ impl DaemonConfig {
     }
 
     fn validate_daemon(&self) -> Result<(), SettingsError> {
+        self.runtime_settings.validate()?;
         if self.http.workers == 0 || self.http.workers > 64 {
             return Err(SettingsError {
                 key: "http.workers".into(),

@@ -29,6 +29,7 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             }
         };
         warden_actors::faults::arm_from_env(&warden);
+        warden.follow_config_table(cfg.runtime_settings);
         let state = web::AppState::new(warden.health_handle(), started);
         let server = match web::server(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,

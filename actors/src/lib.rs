@@ -14,6 +14,8 @@
 //! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
 //!   I/O threads without the actor.
+//! - [`runtime`]: the settings that change while warden runs, from PostgreSQL's `config`
+//!   table.
 //! - [`warden`]: [`Warden`], which starts the four actors and shuts them down.
 //! - [`settings`], [`error`], [`secret`], [`params`]: configuration, the error callers see,
 //!   redaction, parameter bounds.
@@ -50,6 +52,7 @@ pub mod neo4j;
 pub mod params;
 pub mod postgres;
 pub mod rows;
+pub mod runtime;
 pub mod secret;
 pub mod settings;
 pub mod warden;

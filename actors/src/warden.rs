@@ -13,9 +13,12 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::{
-    breaker::CircuitBoard, guard::DeathGuard, neo4j, postgres, BreakerActor, CallHandle, Circuit,
-    Database, HealthActor, HealthHandle, Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle,
-    SettingsError, Shutdown, WardenSettings,
+    breaker::CircuitBoard,
+    guard::DeathGuard,
+    neo4j, postgres,
+    runtime::{RuntimeSettings, RuntimeSettingsHandle, TableSettings, Tunables},
+    BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle, Neo4jActor,
+    Neo4jHandle, PostgresActor, PostgresHandle, SettingsError, Shutdown, WardenSettings,
 };
 
 /// The four running actors. Both database actors and the breaker share one dedicated arbiter
@@ -37,12 +40,21 @@ pub struct Warden {
     health_handle: HealthHandle,
     postgres_handle: PostgresHandle,
     neo4j_handle: Neo4jHandle,
+    runtime: RuntimeSettingsHandle,
+    /// Stops the `config` table's loader, and tells when it has stopped.
+    loader: std::sync::Mutex<Option<Loader>>,
     fatal: watch::Receiver<Option<String>>,
     /// Set before an orderly stop, so that the breaker's and health's guards stay quiet.
     stopping: Arc<AtomicBool>,
     /// `shutdown` ran (or `drop` started it): nothing left to stop.
     stopped: AtomicBool,
     arbiter: Arbiter,
+}
+
+/// The `config` table's loader: how to stop it, and when it has.
+struct Loader {
+    stop: watch::Sender<bool>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// How long calls still in flight get when a `Warden` is dropped without `shutdown`.
@@ -63,6 +75,7 @@ impl Warden {
         let pg_driver = postgres::PgDriver::new(settings.postgres.clone())?;
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
+        let tunables = Tunables::new(RuntimeSettings::of(&settings));
         let circuit = |probe_interval: Duration| {
             Circuit::new(
                 settings.breaker.failure_threshold,
@@ -102,10 +115,16 @@ impl Warden {
             BreakerActor::new(board.clone(), health.clone()).guarded(guard("breaker"));
         let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
 
+        let runtime = RuntimeSettingsHandle::new(
+            settings.clone(),
+            tunables.clone(),
+            breaker.clone(),
+            health.clone(),
+        );
+
         let pg = PostgresActor::new(
             pg_driver,
-            &settings.backoff,
-            &settings.retry,
+            tunables.clone(),
             board.clone(),
             breaker.clone(),
             health.clone(),
@@ -116,8 +135,7 @@ impl Warden {
 
         let graph = Neo4jActor::new(
             neo4j::Neo4jDriver::new(settings.neo4j.clone()),
-            &settings.backoff,
-            &settings.retry,
+            tunables,
             board,
             breaker.clone(),
             health.clone(),
@@ -134,6 +152,8 @@ impl Warden {
             breaker,
             health,
             health_handle,
+            runtime,
+            loader: std::sync::Mutex::new(None),
             fatal,
             stopping,
             stopped: AtomicBool::new(false),
@@ -156,6 +176,50 @@ impl Warden {
     /// [`postgres_handle`](Self::postgres_handle)'s.
     pub fn neo4j_handle(&self) -> Neo4jHandle {
         self.neo4j_handle.clone()
+    }
+
+    /// The runtime settings: the values in force, where they came from, and what became of
+    /// the `config` table (see [`crate::runtime`]).
+    pub fn runtime_settings(&self) -> RuntimeSettingsHandle {
+        self.runtime.clone()
+    }
+
+    /// Follows PostgreSQL's `config` table (in the settings' schema): its rows are laid over
+    /// the settings this warden started with and applied while it runs, within a second of a
+    /// change (`LISTEN`/`NOTIFY`) and at every `poll_interval`. Uses one connection of its own
+    /// beside `postgres.max_connections`. Does nothing when `options.enabled` is false.
+    /// A second call changes nothing.
+    pub fn follow_config_table(&self, options: TableSettings) {
+        let mut loader = self
+            .loader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !options.enabled || loader.is_some() {
+            return;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let run = crate::runtime::run_loader(self.runtime.clone(), options, stopped);
+        self.arbiter.spawn(async move {
+            run.await;
+            let _ = done_tx.send(());
+        });
+        *loader = Some(Loader { stop, done });
+    }
+
+    /// Stops the loader, within `timeout`, before the arbiter it runs on goes.
+    fn stop_loader(&self) -> impl std::future::Future<Output = ()> {
+        let loader = self
+            .loader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        async move {
+            if let Some(Loader { stop, done }) = loader {
+                let _ = stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+            }
+        }
     }
 
     /// Resolves when an actor (either database actor, the breaker or health) has stopped for
@@ -186,6 +250,7 @@ impl Warden {
         if tokio::time::timeout(timeout, both).await.is_err() {
             tracing::warn!(?timeout, "an actor did not finish shutting down in time");
         }
+        self.stop_loader().await;
         self.stopped.store(true, Ordering::Release);
         self.stopping.store(true, Ordering::Release);
         self.arbiter.stop();
@@ -204,6 +269,7 @@ impl Drop for Warden {
         let neo4j = self.neo4j.clone();
         let postgres = self.postgres.clone();
         let timeout = DROP_DRAIN;
+        let loader = self.stop_loader();
         // Runs on the actors' own thread, which it stops when done; if that thread is gone
         // already, there is nothing left to stop.
         self.arbiter.spawn(async move {
@@ -211,6 +277,7 @@ impl Drop for Warden {
             let postgres = postgres.send(Shutdown { timeout });
             let both = futures_util::future::join(neo4j, postgres);
             let _ = tokio::time::timeout(timeout, both).await;
+            loader.await;
             actix::Arbiter::current().stop();
         });
     }
