@@ -60,6 +60,9 @@ pub struct DaemonConfig {
     pub breaker: BreakerSettings,
     /// `[runtime_settings]`: following the `config` table.
     pub runtime_settings: TableSettings,
+    /// Which keys the file and the environment set (for the settings API).
+    #[serde(skip)]
+    pub origins: crate::api::settings::origins::Origins,
 }
 
 impl Default for DaemonConfig {
@@ -74,6 +77,7 @@ impl Default for DaemonConfig {
             retry: RetrySettings::default(),
             breaker: BreakerSettings::default(),
             runtime_settings: TableSettings::default(),
+            origins: Default::default(),
         }
     }
 }
@@ -263,6 +267,11 @@ impl DaemonConfig {
             cfg.http.api_token_file.as_deref(),
         )?;
         cfg.validate_daemon()?;
+        let file = match path {
+            Some(path) => Some(path),
+            None => Some(Path::new(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+        };
+        cfg.origins = crate::api::settings::origins::Origins::of(file, env, SEEDS);
         Ok(cfg)
     }
 

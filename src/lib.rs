@@ -8,6 +8,7 @@
 //! - [`logging`]: tracing setup.
 //! - [`web`]: the health endpoints, and the [`api`] under `/api/v1`.
 //! - [`api`]: the HTTP API (token, envelope, routes).
+//! - [`console`]: the operator console page and the endpoints it reads.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
 
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod logging;
 pub mod shutdown;

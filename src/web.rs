@@ -35,6 +35,7 @@ pub struct AppState {
     health: HealthHandle,
     started: Instant,
     api: Option<crate::api::Api>,
+    console: Option<crate::console::Console>,
 }
 
 impl AppState {
@@ -44,12 +45,20 @@ impl AppState {
             health,
             started,
             api: None,
+            console: None,
         }
     }
 
     /// Serves the API under `/api/v1` too.
     pub fn with_api(mut self, api: crate::api::Api) -> Self {
         self.api = Some(api);
+        self
+    }
+
+    /// With the operator console (the page, `/health/history`, `/health/settings`) and the
+    /// `config` table's status in `/health/detailed`.
+    pub fn with_console(mut self, console: crate::console::Console) -> Self {
+        self.console = Some(console);
         self
     }
 }
@@ -61,6 +70,9 @@ struct Detailed<'a> {
     version: &'static str,
     uptime_seconds: u64,
     components: &'a std::collections::BTreeMap<Database, ComponentHealth>,
+    /// What became of the `config` table (with the console only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<Arc<warden_actors::runtime::TableStatus>>,
 }
 
 fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
@@ -70,6 +82,7 @@ fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
         components: &view.components,
+        config: state.console.as_ref().map(crate::console::config_health),
     };
     // Serializing plain data into a Vec cannot fail.
     serde_json::to_vec(&body).unwrap_or_default()
@@ -168,7 +181,7 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 }
 
 /// A resource that answers GET and HEAD, and 405 to any other method.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+pub(crate) fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args> + Clone,
     Args: actix_web::FromRequest + 'static,
@@ -185,6 +198,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         if let Some(api) = state.api.clone() {
             cfg.configure(crate::api::configure(api));
+        }
+        if let Some(console) = state.console.clone() {
+            cfg.configure(crate::console::routes(console));
         }
         cfg.app_data(web::Data::new(state))
             .service(get_only("/health", live))

@@ -112,9 +112,8 @@ pub fn path_text(req: &HttpRequest, name: &str) -> String {
 /// does not know is an error that names it; a value of the wrong type names its parameter
 /// (`limit`), a repeated parameter is refused.
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(
-        req.query_string().as_bytes(),
-    ));
+    let de =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let field = if matches!(path.as_str(), "" | "." | "?") {
