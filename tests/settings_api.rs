@@ -31,7 +31,7 @@ impl Served {
         token: bool,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if token {
             req = req.bearer_auth(TOKEN);
@@ -39,7 +39,7 @@ impl Served {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req.send().await.unwrap();
+        let resp = req.send().await.expect("warden answers");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -49,7 +49,7 @@ impl Served {
         assert_eq!(status, 200, "{body}");
         body["data"]["settings"]
             .as_array()
-            .unwrap()
+            .expect("a list of settings")
             .iter()
             .find(|s| s["key"] == key)
             .cloned()
