@@ -32,6 +32,11 @@
 //!   sqlx (see `sections/catalog_api.rs`).
 //! - `metrics`: `Sql` at 32 callers with call recording on against off, in alternating rounds,
 //!   and `/metrics` scrapes under that load (`warden/metrics.rs`).
+//! - `console`: `/health/detailed` under wrk with no console tab open, and with 20 tabs
+//!   polling as the page does (see `console/tabs.rs`), in alternating rounds.
+
+#[path = "console/tabs.rs"]
+mod console_tabs;
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -152,6 +157,9 @@ fn main() {
     let mut rows = Vec::new();
     if args.wants("health") {
         health(&args, &mut rows);
+    }
+    if args.wants("console") {
+        console(&args, &mut rows);
     }
     if args.wants("messages") || args.wants("sql") || args.wants("cypher") {
         messages(&args, &mut rows);
@@ -373,6 +381,90 @@ fn health(args: &Args, rows: &mut Vec<Row>) {
     graph_proxy.hang();
     rt.block_on(wait_component(&d, "neo4j", false));
     measure("health, graph hung", rows);
+}
+
+/// What 20 polling console tabs cost `/health/detailed` (see `console/tabs.rs`).
+fn console(args: &Args, rows: &mut Vec<Row>) {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    eprintln!(
+        "console: wrk -t1 -c64 -d{}s on /health/detailed, without and with {} polling tabs",
+        args.health_seconds,
+        console_tabs::TABS
+    );
+    let (_pg, _graph, d) = console_tabs::stack();
+    let rt = runtime();
+    rt.block_on(async {
+        wait_component(&d, "neo4j", true).await;
+        wait_component(&d, "postgres", true).await;
+    });
+    let stats = Arc::new(console_tabs::TabStats::default());
+    let (mut quiet, mut polled) = (Vec::new(), Vec::new());
+    for _ in 0..args.health_rounds {
+        quiet.push(wrk(d.http_port, "/health/detailed", args.health_seconds));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tabs = console_tabs::open_tabs(d.http_port, stop.clone(), stats.clone());
+        std::thread::sleep(Duration::from_millis(500));
+        polled.push(wrk(d.http_port, "/health/detailed", args.health_seconds));
+        stop.store(true, Ordering::Relaxed);
+        let _ = tabs.join();
+    }
+    let med = |mut x: Vec<f64>| {
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let ratio = med(quiet
+        .iter()
+        .zip(&polled)
+        .map(|(q, p)| p.rps / q.rps)
+        .collect());
+    let q99 = Duration::from_secs_f64(med(quiet.iter().map(|w| w.p99.as_secs_f64()).collect()));
+    let p99 = Duration::from_secs_f64(med(polled.iter().map(|w| w.p99.as_secs_f64()).collect()));
+    let requests = stats.requests.load(Ordering::Relaxed);
+    let failures = stats.failures.load(Ordering::Relaxed);
+    row(
+        rows,
+        "console: /health/detailed req/s, no tab",
+        format!("{:.0}", med(quiet.iter().map(|w| w.rps).collect())),
+        "",
+        None,
+    );
+    row(
+        rows,
+        format!(
+            "console: /health/detailed req/s, {} tabs polling",
+            console_tabs::TABS
+        ),
+        format!("{:.0}", med(polled.iter().map(|w| w.rps).collect())),
+        "",
+        None,
+    );
+    row(
+        rows,
+        format!(
+            "console: with tabs ÷ without (median of {} rounds)",
+            args.health_rounds
+        ),
+        format!("{:.1} %", ratio * 100.0),
+        "≥ 95 %",
+        Some(ratio >= 0.95),
+    );
+    row(
+        rows,
+        "console: /health/detailed p99 without / with tabs",
+        format!("{} / {}", us(q99), us(p99)),
+        "p99 < 2 ms",
+        Some(p99 < Duration::from_millis(2)),
+    );
+    row(
+        rows,
+        "console: tab requests answered",
+        format!("{} of {requests}", requests - failures),
+        "all",
+        Some(failures == 0 && requests > 0),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use warden_actors::settings::{
     BackoffSettings, BreakerSettings, Neo4jSettings, PostgresSettings, RetrySettings,
     MAX_SUPERVISION_DELAY,
 };
-use warden_actors::{Secret, SettingsError, WardenSettings};
+use warden_actors::{runtime::TableSettings, Secret, SettingsError, WardenSettings};
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/warden/warden.toml";
@@ -58,6 +58,11 @@ pub struct DaemonConfig {
     pub retry: RetrySettings,
     /// `[breaker]`.
     pub breaker: BreakerSettings,
+    /// `[runtime_settings]`: following the `config` table.
+    pub runtime_settings: TableSettings,
+    /// Which keys the file and the environment set (for the settings API).
+    #[serde(skip)]
+    pub origins: crate::api::settings::origins::Origins,
 }
 
 impl Default for DaemonConfig {
@@ -71,6 +76,8 @@ impl Default for DaemonConfig {
             backoff: BackoffSettings::default(),
             retry: RetrySettings::default(),
             breaker: BreakerSettings::default(),
+            runtime_settings: TableSettings::default(),
+            origins: Default::default(),
         }
     }
 }
@@ -263,10 +270,16 @@ impl DaemonConfig {
             cfg.http.api_token_file.as_deref(),
         )?;
         cfg.validate_daemon()?;
+        let file = match path {
+            Some(path) => Some(path),
+            None => Some(Path::new(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+        };
+        cfg.origins = crate::api::settings::origins::Origins::of(file, env, SEEDS);
         Ok(cfg)
     }
 
     fn validate_daemon(&self) -> Result<(), SettingsError> {
+        self.runtime_settings.validate()?;
         if self.http.workers == 0 || self.http.workers > 64 {
             return Err(SettingsError {
                 key: "http.workers".into(),

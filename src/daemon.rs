@@ -9,7 +9,7 @@ use std::{process::ExitCode, time::Instant};
 
 use warden_actors::Warden;
 
-use crate::{api, config::DaemonConfig, shutdown, systemd::Systemd, web};
+use crate::{config::DaemonConfig, shutdown, systemd::Systemd, web};
 
 /// An actor died from a bug.
 pub const EX_SOFTWARE: u8 = 70;
@@ -30,12 +30,8 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             }
         };
         warden_actors::faults::arm_from_env(&warden);
-        let api = api::Api::new(
-            api::auth::ApiAuth::new(cfg.http.api_token.as_ref()),
-            warden.catalog(),
-        );
-        let state = web::AppState::new(warden.health_handle(), started)
-            .with_api(api)
+        warden.follow_config_table(cfg.runtime_settings);
+        let state = crate::console::app_state(&warden, &cfg, started)
             .with_metrics(crate::metrics::Endpoint::new(warden.metrics()));
         let (server, addrs) = match web::listen(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,

@@ -10,6 +10,7 @@
 //! - [`api`]: the HTTP API (token, envelope, routes).
 //! - [`metrics`]: `GET /metrics`, in Prometheus' text format or OpenMetrics; [`process`]: the
 //!   process's own metrics, from `/proc`.
+//! - [`console`]: the operator console page and the endpoints it reads.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`systemd`]: `Type=notify`: readiness, status, the watchdog, stopping.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod journald;
 pub mod logging;

@@ -37,6 +37,7 @@ pub struct AppState {
     started: Instant,
     api: Option<crate::api::Api>,
     metrics: Option<crate::metrics::Endpoint>,
+    console: Option<crate::console::Console>,
 }
 
 impl AppState {
@@ -47,6 +48,7 @@ impl AppState {
             started,
             api: None,
             metrics: None,
+            console: None,
         }
     }
 
@@ -61,6 +63,13 @@ impl AppState {
         self.metrics = Some(metrics);
         self
     }
+
+    /// With the operator console (the page, `/health/history`, `/health/settings`) and the
+    /// `config` table's status in `/health/detailed`.
+    pub fn with_console(mut self, console: crate::console::Console) -> Self {
+        self.console = Some(console);
+        self
+    }
 }
 
 #[derive(Serialize)]
@@ -70,6 +79,9 @@ struct Detailed<'a> {
     version: &'static str,
     uptime_seconds: u64,
     components: &'a std::collections::BTreeMap<Database, ComponentHealth>,
+    /// What became of the `config` table (with the console only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config: Option<Arc<warden_actors::runtime::TableStatus>>,
 }
 
 fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
@@ -79,6 +91,7 @@ fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
         components: &view.components,
+        config: state.console.as_ref().map(crate::console::config_health),
     };
     // Serializing plain data into a Vec cannot fail.
     serde_json::to_vec(&body).unwrap_or_default()
@@ -177,7 +190,7 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 }
 
 /// A resource that answers GET and HEAD, and 405 to any other method.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+pub(crate) fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args> + Clone,
     Args: actix_web::FromRequest + 'static,
@@ -198,6 +211,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         if let Some(metrics) = state.metrics.clone() {
             cfg.app_data(web::Data::new(metrics))
                 .service(get_only("/metrics", crate::metrics::serve));
+        }
+        if let Some(console) = state.console.clone() {
+            cfg.configure(crate::console::routes(console));
         }
         cfg.app_data(web::Data::new(state))
             .service(get_only("/health", live))

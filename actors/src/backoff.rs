@@ -56,6 +56,15 @@ impl Backoff {
         Self::new(s.initial, s.max, s.multiplier, s.jitter)
     }
 
+    /// The reconnect schedule of `[backoff]` as changed at run time, at the same attempt: the
+    /// next delay follows the new values from where the old schedule had got to.
+    pub fn retuned(&self, s: &BackoffSettings) -> Self {
+        Self {
+            attempt: self.attempt,
+            ..Self::reconnect(s)
+        }
+    }
+
     /// The retry schedule of `[retry]`: doubling, with the reconnect schedule's jitter.
     pub fn retry(s: &RetrySettings, jitter: f64) -> Self {
         Self::new(s.initial, s.max, 2.0, jitter)

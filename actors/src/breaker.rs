@@ -132,6 +132,20 @@ pub struct ProbeSucceeded(pub Database);
 #[rtype(result = "()")]
 pub struct Reconnected(pub Database);
 
+/// New circuit settings from the runtime settings (see [`Circuit::retune`]): applied to both
+/// circuits in one handler, so no call sees one database's new threshold beside the other's
+/// old one for longer than a message.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Retune {
+    /// Failures in the window that open a circuit.
+    pub threshold: u32,
+    /// How long the next opening refuses calls.
+    pub cooldown: Duration,
+    /// Each database's probe interval: what a half-open circuit tells callers to wait.
+    pub half_open_retry: [(Database, Duration); 2],
+}
+
 /// Asks for a database's circuit as of now.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Circuit")]
@@ -267,6 +281,26 @@ impl Handler<Reconnected> for BreakerActor {
         } else {
             // Failures recorded against the old connection say nothing about the new one.
             self.board.slot(msg.0).clear_window();
+        }
+    }
+}
+
+impl Handler<Retune> for BreakerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retune, _: &mut Self::Context) {
+        for (database, half_open_retry) in msg.half_open_retry {
+            let slot = self.board.slot(database);
+            let mut circuit = self.board.get(database);
+            circuit.retune(msg.threshold, msg.cooldown, half_open_retry);
+            // The window stays: recorded outcomes are weighed against the new threshold, and
+            // its size follows at the next record.
+            slot.circuit.store(Arc::new(circuit));
+            self.health.do_send(CircuitUpdate {
+                database,
+                circuit,
+                cause: None,
+            });
         }
     }
 }

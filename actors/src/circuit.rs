@@ -224,6 +224,16 @@ impl Circuit {
         false
     }
 
+    /// New settings, from the runtime settings: the threshold (and so the window) and the
+    /// cooldown of the next opening, and the wait a half-open circuit tells callers. The state
+    /// stays as it is; an open circuit keeps the cooldown it opened with, so a change never
+    /// shortens or stretches a refusal already announced.
+    pub fn retune(&mut self, threshold: u32, cooldown: Duration, half_open_retry: Duration) {
+        let state = self.state;
+        *self = Self::new(threshold, cooldown, half_open_retry);
+        self.state = state;
+    }
+
     /// The actor reconnected after losing its connection: whatever failed before came from
     /// the old one. Closes the circuit at once.
     pub fn reconnected(&mut self) -> bool {
@@ -296,6 +306,29 @@ mod tests {
         assert!(c.probe_succeeded(later));
         assert_eq!(c.status(later), CircuitStatus::Closed);
         assert!(c.is_closed());
+    }
+
+    #[test]
+    fn a_retune_keeps_the_state_and_an_announced_cooldown() {
+        let t = Instant::now();
+        let mut c = circuit();
+        assert!(c.open(t));
+        c.retune(2, Duration::from_secs(1), Duration::from_millis(100));
+        assert_eq!(c.threshold(), 2);
+        assert_eq!(c.window_size(), 4);
+        assert_eq!(
+            c.check(t + Duration::from_secs(4)),
+            Err(Duration::from_secs(6)),
+            "the cooldown announced stands"
+        );
+        assert!(c.reconnected());
+        assert!(c.trips(window(&[true, true], 4)));
+        assert!(c.open(t));
+        assert_eq!(
+            c.check(t),
+            Err(Duration::from_secs(1)),
+            "the next opening uses the new one"
+        );
     }
 
     #[test]

@@ -352,6 +352,17 @@ pub struct CircuitUpdate {
     pub cause: Option<String>,
 }
 
+/// A database's probe interval changed: health calls it stale after this long without a
+/// report.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StaleAfter {
+    /// Whose.
+    pub database: Database,
+    /// Three probe intervals.
+    pub stale_after: Duration,
+}
+
 /// Asks for the current view.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "HealthView")]
@@ -444,6 +455,17 @@ impl Handler<CircuitUpdate> for HealthActor {
             if msg.cause.is_some() || msg.circuit.is_closed() {
                 entry.cause = msg.cause;
             }
+            self.publish();
+        }
+    }
+}
+
+impl Handler<StaleAfter> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StaleAfter, _: &mut Self::Context) {
+        if let Some(entry) = self.snapshot.entries.get_mut(&msg.database) {
+            entry.stale_after = msg.stale_after;
             self.publish();
         }
     }

@@ -21,6 +21,8 @@
 //! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
 //!   I/O threads without the actor.
+//! - [`runtime`]: the settings that change while warden runs, from PostgreSQL's `config`
+//!   table.
 //! - [`warden`]: [`Warden`], which starts the four actors and shuts them down.
 //! - [`catalog`]: recordings, metadata and tracklists in PostgreSQL, each write with its
 //!   graph outbox event ([`catalog::Catalog`], from [`Warden::catalog`]).
@@ -64,6 +66,7 @@ pub mod neo4j;
 pub mod params;
 pub mod postgres;
 pub mod rows;
+pub mod runtime;
 pub mod secret;
 pub mod settings;
 pub mod timestamp;

@@ -18,9 +18,10 @@ use crate::{
     call_runtime::CallRuntime,
     guard::DeathGuard,
     metrics::{Metrics, StateCollector},
-    neo4j, postgres, BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle,
-    Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle, SettingsError, Shutdown,
-    WardenSettings,
+    neo4j, postgres,
+    runtime::{RuntimeSettings, RuntimeSettingsHandle, TableSettings, Tunables},
+    BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle, Neo4jActor,
+    Neo4jHandle, PostgresActor, PostgresHandle, SettingsError, Shutdown, WardenSettings,
 };
 
 /// The four running actors. Both database actors and the breaker share one dedicated arbiter
@@ -44,6 +45,9 @@ pub struct Warden {
     health_handle: HealthHandle,
     postgres_handle: PostgresHandle,
     neo4j_handle: Neo4jHandle,
+    runtime: RuntimeSettingsHandle,
+    /// Stops the `config` table's loader, and tells when it has stopped.
+    loader: std::sync::Mutex<Option<Loader>>,
     fatal: watch::Receiver<Option<String>>,
     /// Set before an orderly stop, so that the breaker's and health's guards stay quiet.
     stopping: Arc<AtomicBool>,
@@ -51,6 +55,12 @@ pub struct Warden {
     stopped: AtomicBool,
     arbiter: Arbiter,
     metrics: Arc<Metrics>,
+}
+
+/// The `config` table's loader: how to stop it, and when it has.
+struct Loader {
+    stop: watch::Sender<bool>,
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// How long calls still in flight get when a `Warden` is dropped without `shutdown`.
@@ -84,6 +94,7 @@ impl Warden {
         }
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
+        let tunables = Tunables::new(RuntimeSettings::of(&settings));
         let circuit = |probe_interval: Duration| {
             Circuit::new(
                 settings.breaker.failure_threshold,
@@ -136,10 +147,16 @@ impl Warden {
             .guarded(guard("breaker"));
         let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
 
+        let runtime = RuntimeSettingsHandle::new(
+            settings.clone(),
+            tunables.clone(),
+            breaker.clone(),
+            health.clone(),
+        );
+
         let pg = PostgresActor::new(
             pg_driver,
-            &settings.backoff,
-            &settings.retry,
+            tunables.clone(),
             board.clone(),
             breaker.clone(),
             health.clone(),
@@ -151,8 +168,7 @@ impl Warden {
 
         let graph = Neo4jActor::new(
             graph_driver,
-            &settings.backoff,
-            &settings.retry,
+            tunables,
             board,
             breaker.clone(),
             health.clone(),
@@ -170,6 +186,8 @@ impl Warden {
             breaker,
             health,
             health_handle,
+            runtime,
+            loader: std::sync::Mutex::new(None),
             fatal,
             stopping,
             stopped: AtomicBool::new(false),
@@ -206,6 +224,50 @@ impl Warden {
         self.neo4j_handle.clone()
     }
 
+    /// The runtime settings: the values in force, where they came from, and what became of
+    /// the `config` table (see [`crate::runtime`]).
+    pub fn runtime_settings(&self) -> RuntimeSettingsHandle {
+        self.runtime.clone()
+    }
+
+    /// Follows PostgreSQL's `config` table (in the settings' schema): its rows are laid over
+    /// the settings this warden started with and applied while it runs, within a second of a
+    /// change (`LISTEN`/`NOTIFY`) and at every `poll_interval`. Uses one connection of its own
+    /// beside `postgres.max_connections`. Does nothing when `options.enabled` is false.
+    /// A second call changes nothing.
+    pub fn follow_config_table(&self, options: TableSettings) {
+        let mut loader = self
+            .loader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !options.enabled || loader.is_some() {
+            return;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let run = crate::runtime::run_loader(self.runtime.clone(), options, stopped);
+        self.arbiter.spawn(async move {
+            run.await;
+            let _ = done_tx.send(());
+        });
+        *loader = Some(Loader { stop, done });
+    }
+
+    /// Stops the loader, within `timeout`, before the arbiter it runs on goes.
+    fn stop_loader(&self) -> impl std::future::Future<Output = ()> {
+        let loader = self
+            .loader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        async move {
+            if let Some(Loader { stop, done }) = loader {
+                let _ = stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+            }
+        }
+    }
+
     /// Resolves when an actor (either database actor, the breaker or health) has stopped for
     /// good without an orderly shutdown (it died from a bug), with the reason. An embedding
     /// application should treat it as fatal.
@@ -234,6 +296,7 @@ impl Warden {
         if tokio::time::timeout(timeout, both).await.is_err() {
             tracing::warn!(?timeout, "an actor did not finish shutting down in time");
         }
+        self.stop_loader().await;
         self.stopped.store(true, Ordering::Release);
         self.stopping.store(true, Ordering::Release);
         self.arbiter.stop();
@@ -252,6 +315,7 @@ impl Drop for Warden {
         let neo4j = self.neo4j.clone();
         let postgres = self.postgres.clone();
         let timeout = DROP_DRAIN;
+        let loader = self.stop_loader();
         // Runs on the actors' own thread, which it stops when done; if that thread is gone
         // already, there is nothing left to stop.
         self.arbiter.spawn(async move {
@@ -259,6 +323,7 @@ impl Drop for Warden {
             let postgres = postgres.send(Shutdown { timeout });
             let both = futures_util::future::join(neo4j, postgres);
             let _ = tokio::time::timeout(timeout, both).await;
+            loader.await;
             actix::Arbiter::current().stop();
         });
     }

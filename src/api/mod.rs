@@ -5,6 +5,7 @@
 //! - [`auth`]: the token (configuration, constant-time check) and the scope's middleware.
 //! - [`error`]: [`ApiError`](error::ApiError), the one error type, and its answer.
 //! - [`envelope`]: the success answers.
+//! - [`settings`]: `/api/v1/settings`, the effective settings and the runtime ones' table.
 //! - [`extract`]: request bodies (1 MB, JSON), path ids and query strings, validated before a
 //!   handler runs, every failure a 422.
 //! - [`recordings`]: the catalog's routes.
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod recordings;
+pub mod settings;
 
 use actix_web::{middleware::from_fn, web, HttpRequest, HttpResponse};
 use warden_actors::catalog::Catalog;
@@ -31,12 +33,23 @@ use self::{auth::ApiAuth, error::ApiError};
 pub struct Api {
     auth: ApiAuth,
     catalog: Catalog,
+    settings: Option<settings::SettingsApi>,
 }
 
 impl Api {
     /// The API with these authentication rules, over this catalog.
     pub fn new(auth: ApiAuth, catalog: Catalog) -> Self {
-        Self { auth, catalog }
+        Self {
+            auth,
+            catalog,
+            settings: None,
+        }
+    }
+
+    /// With the settings routes.
+    pub fn with_settings(mut self, settings: settings::SettingsApi) -> Self {
+        self.settings = Some(settings);
+        self
     }
 }
 
@@ -44,13 +57,17 @@ impl Api {
 /// then its route; an unknown path is a 404 in the API's error format.
 pub fn configure(api: Api) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        cfg.app_data(web::Data::new(api.auth.clone())).service(
-            web::scope("/api/v1")
-                .wrap(from_fn(auth::require_token))
-                .app_data(web::Data::new(api.catalog.clone()))
-                .configure(recordings::routes)
-                .default_service(web::to(no_route)),
-        );
+        let mut scope = web::scope("/api/v1")
+            .wrap(from_fn(auth::require_token))
+            .app_data(web::Data::new(api.catalog.clone()))
+            .configure(recordings::routes);
+        if let Some(s) = api.settings.clone() {
+            scope = scope
+                .app_data(web::Data::new(s))
+                .configure(settings::routes);
+        }
+        cfg.app_data(web::Data::new(api.auth.clone()))
+            .service(scope.default_service(web::to(no_route)));
     }
 }
 

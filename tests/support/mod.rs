@@ -6,6 +6,7 @@
 //! which `scripts/test` runs first; a test run without them fails with that hint.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod catalog;
 pub mod daemon;
 pub mod datagram;

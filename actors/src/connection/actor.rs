@@ -21,7 +21,7 @@ use crate::{
     error::{TimeoutPhase, WardenError},
     health::{ComponentReport, ComponentUpdate, ConnState, HealthActor},
     metrics::DatabaseMetrics,
-    settings::{BackoffSettings, RetrySettings},
+    runtime::Tunables,
 };
 
 /// Mailbox size of each database actor. Handlers only hand out futures, so the mailbox drains
@@ -91,6 +91,8 @@ pub struct ConnectionActor<D: Driver> {
     health: Addr<HealthActor>,
     breaker: Addr<BreakerActor>,
     backoff: Backoff,
+    /// The runtime settings in force: the backoff schedule, the probes' interval and timeout.
+    tunables: Tunables,
     report: ComponentReport,
     generation: u64,
     probe_in_flight: bool,
@@ -103,8 +105,7 @@ impl<D: Driver> ConnectionActor<D> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         driver: D,
-        backoff: &BackoffSettings,
-        retry: &RetrySettings,
+        tunables: Tunables,
         board: Arc<CircuitBoard>,
         breaker: Addr<BreakerActor>,
         health: Addr<HealthActor>,
@@ -112,12 +113,12 @@ impl<D: Driver> ConnectionActor<D> {
         metrics: DatabaseMetrics,
     ) -> Self {
         let timings = driver.timings();
+        let backoff = Backoff::reconnect(&tunables.load().backoff);
         let link = Arc::new(Link::new(
             D::DATABASE,
             board,
             breaker.clone(),
-            *retry,
-            backoff.jitter,
+            tunables.clone(),
             timings,
             metrics,
         ));
@@ -129,7 +130,8 @@ impl<D: Driver> ConnectionActor<D> {
             },
             health,
             breaker,
-            backoff: Backoff::reconnect(backoff),
+            backoff,
+            tunables,
             report: ComponentReport::default(),
             generation: 0,
             probe_in_flight: false,
@@ -231,6 +233,8 @@ impl<D: Driver> ConnectionActor<D> {
         ) {
             return;
         }
+        // The schedule in force now, from where the last delay left it.
+        self.backoff = self.backoff.retuned(&self.tunables.load().backoff);
         let delay = self.backoff.next_delay(&mut rand::rng());
         let until = Instant::now() + delay;
         self.report.consecutive_failures = self.report.consecutive_failures.saturating_add(1);
@@ -260,6 +264,16 @@ impl<D: Driver> ConnectionActor<D> {
         }
     }
 
+    /// The next tick, one probe interval from now: the interval in force at each tick, so a
+    /// change takes effect at the next probe.
+    fn schedule_tick(&self, ctx: &mut Context<Self>) {
+        let every = self.tunables.load().database(D::DATABASE).probe_interval;
+        ctx.run_later(every, |act, ctx| {
+            act.tick(ctx);
+            act.schedule_tick(ctx);
+        });
+    }
+
     fn probe(&mut self, ctx: &mut Context<Self>) {
         let Phase::Connected { probe, .. } = &self.phase else {
             return;
@@ -268,7 +282,7 @@ impl<D: Driver> ConnectionActor<D> {
             return;
         }
         self.probe_in_flight = true;
-        let timeout = self.driver.timings().probe_timeout;
+        let timeout = self.tunables.load().database(D::DATABASE).probe_timeout;
         let generation = self.generation;
         let started = Instant::now();
         let probe = self.driver.probe(probe);
@@ -313,9 +327,7 @@ impl<D: Driver> Actor for ConnectionActor<D> {
             return;
         }
         self.connect(ctx);
-        ctx.run_interval(self.driver.timings().probe_interval, |act, ctx| {
-            act.tick(ctx)
-        });
+        self.schedule_tick(ctx);
     }
 }
 

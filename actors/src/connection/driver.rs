@@ -7,17 +7,13 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::error::{Database, WardenError};
 
-/// The time bounds a driver runs under.
+/// The bounds a driver runs under that only a restart changes. The call deadline and the
+/// probes' interval and timeout may change at run time: the actor reads them from
+/// [`Tunables`](crate::runtime::Tunables) when it decides.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
     /// Bound on one connect, the first round trip (and any one-time setup) included.
     pub connect_timeout: Duration,
-    /// Bound on one call, retries included.
-    pub query_timeout: Duration,
-    /// Time between probes (and between heartbeats to health while not connected).
-    pub probe_interval: Duration,
-    /// Bound on one probe.
-    pub probe_timeout: Duration,
     /// Calls that may hold a pooled connection at once: the pool's size.
     pub call_slots: usize,
 }

@@ -83,7 +83,8 @@ mod tests {
         breaker::CircuitBoard,
         connection::{ConnectionActor, Shutdown},
         health::{ComponentStatus, HealthActor, HealthHandle},
-        settings::{BackoffSettings, RetrySettings},
+        runtime::{RuntimeSettings, Tunables},
+        settings::{BackoffSettings, WardenSettings},
         BreakerActor, Circuit,
     };
 
@@ -116,20 +117,24 @@ mod tests {
             multiplier: 2.0,
             jitter: 0.0,
         };
+        let mut settings = WardenSettings {
+            backoff,
+            ..Default::default()
+        };
+        settings.postgres.query_timeout = Duration::from_secs(1);
+        settings.postgres.probe_interval = PROBE_INTERVAL;
+        settings.postgres.probe_timeout = Duration::from_secs(1);
+        let tunables = Tunables::new(RuntimeSettings::of(&settings));
         let driver = FakeDriver {
             script: script.clone(),
             timings: Timings {
                 connect_timeout: Duration::from_secs(1),
-                query_timeout: Duration::from_secs(1),
-                probe_interval: PROBE_INTERVAL,
-                probe_timeout: Duration::from_secs(1),
                 call_slots: 1,
             },
         };
         let actor = ConnectionActor::new(
             driver,
-            &backoff,
-            &RetrySettings::default(),
+            tunables,
             board,
             breaker,
             health,

@@ -20,7 +20,7 @@ use crate::{
     breaker::{BreakerActor, CircuitBoard, Trip},
     error::{Database, WardenError},
     metrics::{DatabaseMetrics, Outcome},
-    settings::RetrySettings,
+    runtime::Tunables,
 };
 
 /// The link between callers and the actor: its state, published for lock-free reads.
@@ -41,9 +41,8 @@ pub(crate) struct Link<C> {
     pub(super) state: ArcSwap<LinkState<C>>,
     pub(super) board: Arc<CircuitBoard>,
     pub(super) breaker: Addr<BreakerActor>,
-    pub(super) retry: RetrySettings,
-    pub(super) jitter: f64,
-    pub(super) query_timeout: Duration,
+    /// The retry policy and the call deadline in force, read at each call's admission.
+    pub(super) tunables: Tunables,
     /// Weak: a call must not keep the actor's mailbox open (the actor's own timers keep the
     /// actor alive until an orderly [`Shutdown`]).
     pub(super) owner: OnceLock<WeakRecipient<ConnectionLost>>,
@@ -65,6 +64,8 @@ pub(crate) struct Admitted<C> {
     pub(super) client: C,
     pub(super) generation: u64,
     pub(super) deadline: Instant,
+    /// The `query_timeout` the deadline was set from, for the error that reports it.
+    pub(super) budget: Duration,
     pub(super) in_flight: InFlight<C>,
 }
 
@@ -92,19 +93,20 @@ impl<C: Clone + 'static> Admitted<C> {
             client,
             generation,
             deadline,
+            budget,
             in_flight,
         } = self;
         let link = &in_flight.0;
         let result = link
-            .attempts((client, generation), deadline, &mut attempt)
+            .attempts((client, generation), (deadline, budget), &mut attempt)
             .await;
         match &result {
             Ok(_) => link.report(None),
             Err(e) if e.counts_against_circuit() => link.report(Some(e)),
             Err(_) => {}
         }
-        // Admitted at `deadline - query_timeout`: no clock read at admission just for this.
-        let admitted_at = deadline.checked_sub(link.query_timeout);
+        // Admitted at `deadline - budget`: no clock read at admission just for this.
+        let admitted_at = deadline.checked_sub(budget);
         link.metrics
             .call_ended(Outcome::of(&result), admitted_at.map(|at| at.elapsed()));
         result
@@ -138,8 +140,7 @@ impl<C: Clone + 'static> Link<C> {
         database: Database,
         board: Arc<CircuitBoard>,
         breaker: Addr<BreakerActor>,
-        retry: RetrySettings,
-        jitter: f64,
+        tunables: Tunables,
         timings: Timings,
         metrics: DatabaseMetrics,
     ) -> Self {
@@ -150,9 +151,7 @@ impl<C: Clone + 'static> Link<C> {
             }),
             board,
             breaker,
-            retry,
-            jitter,
-            query_timeout: timings.query_timeout,
+            tunables,
             owner: OnceLock::new(),
             permits: tokio::sync::Semaphore::new(timings.call_slots.max(1)),
             in_flight: AtomicUsize::new(0),
@@ -182,10 +181,12 @@ impl<C: Clone + 'static> Link<C> {
             self.refused(&stopped);
             return Err(stopped);
         }
+        let budget = self.tunables.load().database(self.database).query_timeout;
         Ok(Admitted {
             client,
             generation,
-            deadline: Instant::now() + self.query_timeout,
+            deadline: Instant::now() + budget,
+            budget,
             in_flight,
         })
     }
@@ -286,17 +287,17 @@ mod tests {
         let board = breaker.board();
         let timings = Timings {
             connect_timeout: Duration::from_secs(1),
-            query_timeout: Duration::from_millis(200),
-            probe_interval: Duration::from_secs(1),
-            probe_timeout: Duration::from_secs(1),
             call_slots: 1,
         };
+        let mut settings = crate::WardenSettings::default();
+        settings.postgres.query_timeout = Duration::from_millis(200);
+        settings.backoff.jitter = 0.0;
+        let tunables = Tunables::new(crate::runtime::RuntimeSettings::of(&settings));
         let link = Arc::new(Link::new(
             Database::Postgres,
             board,
             breaker.start(),
-            RetrySettings::default(),
-            0.0,
+            tunables,
             timings,
             crate::metrics::DatabaseMetrics::detached(),
         ));

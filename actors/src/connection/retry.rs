@@ -10,7 +10,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use actix::WeakRecipient;
@@ -99,14 +99,16 @@ impl<C: Clone + 'static> Link<C> {
     pub(super) async fn attempts<T, F, Fut>(
         &self,
         first: (C, u64),
-        deadline: Instant,
+        (deadline, budget): (Instant, Duration),
         attempt: &mut F,
     ) -> Result<T, WardenError>
     where
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, Failed>>,
     {
-        let mut schedule = Backoff::retry(&self.retry, self.jitter);
+        let settings = **self.tunables.load();
+        let retry = settings.retry;
+        let mut schedule = Backoff::retry(&retry, settings.backoff.jitter);
         let mut tries = 0;
         let mut last_error: Option<WardenError> = None;
         let mut first = Some(first);
@@ -142,7 +144,7 @@ impl<C: Clone + 'static> Link<C> {
                     return Err(WardenError::Timeout {
                         database: self.database,
                         phase,
-                        after: self.query_timeout,
+                        after: budget,
                     })
                 }
             };
@@ -151,7 +153,7 @@ impl<C: Clone + 'static> Link<C> {
                     owner.do_send(ConnectionLost { generation });
                 }
             }
-            if !failed.retry_safe() || tries >= self.retry.max_attempts {
+            if !failed.retry_safe() || tries >= retry.max_attempts {
                 return Err(failed.error);
             }
             let delay = schedule.next_delay(&mut rand::rng());

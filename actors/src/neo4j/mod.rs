@@ -169,9 +169,6 @@ impl Driver for Neo4jDriver {
         let s = &self.settings;
         Timings {
             connect_timeout: s.connect_timeout,
-            query_timeout: s.query_timeout,
-            probe_interval: s.probe_interval,
-            probe_timeout: s.probe_timeout,
             call_slots: s.max_connections.saturating_sub(1).max(1) as usize,
         }
     }

@@ -95,7 +95,7 @@ pub struct PgDriver {
     pub(super) untrusted: Arc<Untrusted>,
     /// Scrubbed from every error text: the password, and libpq's `PGPASSWORD`, which sqlx
     /// honours when the URL has none.
-    pub(super) secrets: Arc<Vec<Secret>>,
+    pub(crate) secrets: Arc<Vec<Secret>>,
     /// Migrations run once per process, on the first successful connect.
     pub(super) migrated: Arc<AtomicBool>,
 }
@@ -274,9 +274,6 @@ impl Driver for PgDriver {
             } else {
                 s.connect_timeout
             },
-            query_timeout: s.query_timeout,
-            probe_interval: s.probe_interval,
-            probe_timeout: s.probe_timeout,
             call_slots: s.max_connections.saturating_sub(1).max(1) as usize,
         }
     }

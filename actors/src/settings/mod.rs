@@ -18,7 +18,7 @@ mod validate;
 pub(crate) use urls::percent_decode;
 pub use urls::redact_url;
 use urls::serialize_redacted_url;
-pub(crate) use validate::check_schema;
+pub(crate) use validate::{bounded, check_schema};
 
 /// Upper bound on connect and probe timeouts, probe intervals, reconnect delays
 /// (`backoff.initial`, `backoff.max`), the breaker's `cooldown` and the daemon's
