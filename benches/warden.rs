@@ -504,6 +504,7 @@ where
 
 fn bench_settings(pg: &PgServer, graph_uri: &str) -> WardenSettings {
     let mut s = WardenSettings::default();
+    s.projection.enabled = false;
     s.postgres.url = pg.url();
     s.postgres.max_connections = POOL + 1;
     s.postgres.min_connections = 0;

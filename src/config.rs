@@ -18,7 +18,7 @@ use warden_actors::settings::{
     BackoffSettings, BreakerSettings, Neo4jSettings, PostgresSettings, RetrySettings,
     MAX_SUPERVISION_DELAY,
 };
-use warden_actors::{SettingsError, WardenSettings};
+use warden_actors::{ProjectionSettings, SettingsError, WardenSettings};
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/warden/warden.toml";
@@ -58,6 +58,8 @@ pub struct DaemonConfig {
     pub retry: RetrySettings,
     /// `[breaker]`.
     pub breaker: BreakerSettings,
+    /// `[projection]`.
+    pub projection: ProjectionSettings,
 }
 
 impl Default for DaemonConfig {
@@ -71,6 +73,7 @@ impl Default for DaemonConfig {
             backoff: BackoffSettings::default(),
             retry: RetrySettings::default(),
             breaker: BreakerSettings::default(),
+            projection: ProjectionSettings::default(),
         }
     }
 }
@@ -295,6 +298,7 @@ impl DaemonConfig {
             backoff: self.backoff,
             retry: self.retry,
             breaker: self.breaker,
+            projection: self.projection,
         }
     }
 

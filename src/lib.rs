@@ -9,6 +9,7 @@
 //! - [`web`]: the health endpoints.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
+//! - [`project`]: `project --rebuild` and `outbox retry`.
 
 #![forbid(unsafe_code)]
 
@@ -16,5 +17,6 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod project;
 pub mod shutdown;
 pub mod web;

@@ -24,6 +24,7 @@ use actix_web::{
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use warden_actors::{
+    graph_sync::GraphSyncHealth,
     health::{ComponentHealth, HealthSnapshot},
     Database, HealthHandle, HealthView,
 };
@@ -48,7 +49,16 @@ struct Detailed<'a> {
     timestamp: String,
     version: &'static str,
     uptime_seconds: u64,
-    components: &'a std::collections::BTreeMap<Database, ComponentHealth>,
+    components: Components<'a>,
+}
+
+/// Both databases, and `graph_sync` when a projector runs.
+#[derive(Serialize)]
+struct Components<'a> {
+    #[serde(flatten)]
+    databases: &'a std::collections::BTreeMap<Database, ComponentHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph_sync: Option<&'a GraphSyncHealth>,
 }
 
 fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
@@ -57,7 +67,10 @@ fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
         timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
-        components: &view.components,
+        components: Components {
+            databases: &view.components,
+            graph_sync: view.graph_sync.as_ref(),
+        },
     };
     // Serializing plain data into a Vec cannot fail.
     serde_json::to_vec(&body).unwrap_or_default()

@@ -9,7 +9,9 @@
 //!   [`rows`]: the result shape both share.
 //! - [`call`]: [`Call`], the messages that run on a database's own I/O threads once admitted.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
-//! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
+//! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox;
+//!   [`graph_sync`]: its component for the graph projection.
+//! - [`projection`]: [`ProjectorActor`], which applies the catalog's outbox to the graph.
 //! - [`backoff`]: the pure exponential backoff schedule.
 //! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
@@ -42,6 +44,7 @@ pub mod circuit;
 pub mod connection;
 pub mod error;
 pub mod faults;
+pub mod graph_sync;
 pub(crate) mod guard;
 pub mod handle;
 pub mod health;
@@ -49,6 +52,7 @@ pub(crate) mod io;
 pub mod neo4j;
 pub mod params;
 pub mod postgres;
+pub mod projection;
 pub mod rows;
 pub mod secret;
 pub mod settings;
@@ -66,6 +70,7 @@ pub use crate::{
     neo4j::{Cypher, Neo4jActor, WithGraph},
     postgres::transaction::{Isolation, Transaction, WithTransaction},
     postgres::{PostgresActor, Sql, WithPool},
+    projection::{ProjectionSettings, ProjectorActor},
     rows::Rows,
     secret::Secret,
     settings::{SettingsError, WardenSettings},

@@ -13,9 +13,13 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::{
-    breaker::CircuitBoard, guard::DeathGuard, neo4j, postgres, BreakerActor, CallHandle, Circuit,
-    Database, HealthActor, HealthHandle, Neo4jActor, Neo4jHandle, PostgresActor, PostgresHandle,
-    SettingsError, Shutdown, WardenSettings,
+    backoff::Backoff,
+    breaker::CircuitBoard,
+    guard::DeathGuard,
+    neo4j, postgres,
+    projection::{self, ProjectorActor, StopProjector},
+    BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle, Neo4jActor,
+    Neo4jHandle, PostgresActor, PostgresHandle, SettingsError, Shutdown, WardenSettings,
 };
 
 /// The four running actors. Both database actors and the breaker share one dedicated arbiter
@@ -34,6 +38,8 @@ pub struct Warden {
     pub breaker: Addr<BreakerActor>,
     /// The health aggregate: send it [`GetHealth`](crate::GetHealth), or read [`Warden::health_handle`].
     pub health: Addr<HealthActor>,
+    /// The graph projector, on an arbiter of its own, when `projection.enabled`.
+    projector: Option<(Addr<ProjectorActor>, Arbiter)>,
     health_handle: HealthHandle,
     postgres_handle: PostgresHandle,
     neo4j_handle: Neo4jHandle,
@@ -61,6 +67,8 @@ impl Warden {
     fn start_validated(settings: WardenSettings) -> Result<Warden, SettingsError> {
         // Before anything starts, so that a refusal leaves nothing running.
         let pg_driver = postgres::PgDriver::new(settings.postgres.clone())?;
+        // The projector's listener connects on its own, with the pool's options.
+        let listen_options = pg_driver.connect_options().ok();
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let circuit = |probe_interval: Duration| {
@@ -101,6 +109,7 @@ impl Warden {
         let breaker_actor =
             BreakerActor::new(board.clone(), health.clone()).guarded(guard("breaker"));
         let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
+        let projector_guard = guard("projector");
 
         let pg = PostgresActor::new(
             pg_driver,
@@ -126,9 +135,45 @@ impl Warden {
         let graph_link = graph.link();
         let neo4j = Supervisor::start_in_arbiter(&handle, move |_| graph);
 
+        let postgres_handle = CallHandle::new(postgres.clone(), pg_link);
+        let neo4j_handle = CallHandle::new(neo4j.clone(), graph_link);
+        let projector = settings.projection.enabled.then(|| {
+            let arbiter = Arbiter::new();
+            let signals = projection::Signals::default();
+            let actor = ProjectorActor::new(
+                postgres_handle.clone(),
+                neo4j_handle.clone(),
+                health_handle.clone(),
+                health.clone(),
+                settings.projection,
+                signals.clone(),
+                projector_guard,
+            );
+            let addr = ProjectorActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+            if let Some(options) = listen_options {
+                let channel = format!("{}.graph_outbox", settings.postgres.schema);
+                let app: String = format!("{} projector", settings.postgres.application_name)
+                    .chars()
+                    .take(63)
+                    .collect();
+                let listen = projection::listen(
+                    options.application_name(&app),
+                    settings.postgres.connect_timeout,
+                    channel,
+                    signals.wake,
+                    stopping.clone(),
+                    signals.listener_stop,
+                    Backoff::reconnect(&settings.backoff),
+                );
+                arbiter.spawn(listen);
+            }
+            (addr, arbiter)
+        });
+
         Ok(Warden {
-            postgres_handle: CallHandle::new(postgres.clone(), pg_link),
-            neo4j_handle: CallHandle::new(neo4j.clone(), graph_link),
+            postgres_handle,
+            neo4j_handle,
+            projector,
             neo4j,
             postgres,
             breaker,
@@ -139,6 +184,11 @@ impl Warden {
             stopped: AtomicBool::new(false),
             arbiter,
         })
+    }
+
+    /// The graph projector, when `projection.enabled`.
+    pub fn projector(&self) -> Option<&Addr<ProjectorActor>> {
+        self.projector.as_ref().map(|(addr, _)| addr)
     }
 
     /// A reader of the latest health snapshot, for any thread, without a mailbox round trip.
@@ -179,6 +229,17 @@ impl Warden {
     /// within `timeout` even when an actor does not answer (its thread is blocked): the thread
     /// is told to stop all the same.
     pub async fn shutdown(&self, timeout: Duration) {
+        // The projector first: it finishes the step under way while both databases still serve.
+        if let Some((projector, arbiter)) = &self.projector {
+            self.stopping.store(true, Ordering::Release);
+            if tokio::time::timeout(timeout / 2, projector.send(StopProjector))
+                .await
+                .is_err()
+            {
+                tracing::warn!("the graph projector did not stop in time");
+            }
+            arbiter.stop();
+        }
         let neo4j = self.neo4j.send(Shutdown { timeout });
         let postgres = self.postgres.send(Shutdown { timeout });
         // A mailbox error means the actor is already gone, which is what we want.
@@ -201,6 +262,9 @@ impl Drop for Warden {
             return;
         }
         self.stopping.store(true, Ordering::Release);
+        if let Some((_, arbiter)) = &self.projector {
+            arbiter.stop();
+        }
         let neo4j = self.neo4j.clone();
         let postgres = self.postgres.clone();
         let timeout = DROP_DRAIN;
