@@ -28,9 +28,17 @@
 //!   on another arbiter and back.
 //! - `detection`: kill -9 of PostgreSQL to `healthy: false`; restart to `healthy: true`.
 //! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
+//! - `projection`: events/s the graph projector applies, against direct `UNWIND` writes of
+//!   the same rows (see `warden/projection.rs`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "../tests/projection/catalog.rs"]
+#[allow(dead_code)]
+mod catalog;
+#[path = "warden/projection.rs"]
+mod projection;
 
 use std::{
     future::Future,
@@ -146,6 +154,9 @@ fn main() {
     }
     if args.wants("footprint") {
         footprint(&args, &mut rows);
+    }
+    if args.wants("projection") {
+        projection::projection(&mut rows);
     }
     println!();
     println!("| benchmark | measured | target | met |");
