@@ -28,8 +28,10 @@
 //!   on another arbiter and back.
 //! - `detection`: kill -9 of PostgreSQL to `healthy: false`; restart to `healthy: true`.
 //! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
+//! - `catalog`: catalog create and get through the HTTP API against the same SQL through
+//!   sqlx (see `sections/catalog_api.rs`).
 //! - `projection`: events/s the graph projector applies, against direct `UNWIND` writes of
-//!   the same rows (see `warden/projection.rs`).
+//!   the same rows (see `sections/projection.rs`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -37,7 +39,9 @@ mod support;
 #[path = "../tests/projection/catalog.rs"]
 #[allow(dead_code)]
 mod catalog;
-#[path = "warden/projection.rs"]
+#[path = "sections/catalog_api.rs"]
+mod catalog_api;
+#[path = "sections/projection.rs"]
 mod projection;
 
 use std::{
@@ -154,6 +158,9 @@ fn main() {
     }
     if args.wants("footprint") {
         footprint(&args, &mut rows);
+    }
+    if args.wants("catalog") {
+        catalog_api::catalog(&args, &mut rows);
     }
     if args.wants("projection") {
         projection::projection(&mut rows);

@@ -18,7 +18,7 @@ use warden_actors::settings::{
     BackoffSettings, BreakerSettings, Neo4jSettings, PostgresSettings, RetrySettings,
     MAX_SUPERVISION_DELAY,
 };
-use warden_actors::{ProjectionSettings, SettingsError, WardenSettings};
+use warden_actors::{ProjectionSettings, Secret, SettingsError, WardenSettings};
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/warden/warden.toml";
@@ -88,6 +88,13 @@ pub struct HttpConfig {
     /// 2-core machines; more workers only add scheduling delay to the latency tail (p99 of
     /// 4 ms instead of 1 ms at 64 connections, measured with scripts/bench).
     pub workers: usize,
+    /// The bearer token of the `/api/v1` API (a secret, shown as `***`; unset: the API answers
+    /// 403). See `crate::api::auth` for the rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<Secret>,
+    /// A file holding the token (systemd credentials, docker secrets); wins over `api_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -95,6 +102,8 @@ impl Default for HttpConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 1,
+            api_token: None,
+            api_token_file: None,
         }
     }
 }
@@ -249,6 +258,10 @@ impl DaemonConfig {
         settings.validate()?;
         cfg.neo4j.password = settings.neo4j.password;
         cfg.postgres.password = settings.postgres.password;
+        cfg.http.api_token = crate::api::auth::resolve_token(
+            cfg.http.api_token.take(),
+            cfg.http.api_token_file.as_deref(),
+        )?;
         cfg.validate_daemon()?;
         Ok(cfg)
     }

@@ -9,7 +9,7 @@ use std::{process::ExitCode, time::Instant};
 
 use warden_actors::Warden;
 
-use crate::{config::DaemonConfig, shutdown, web};
+use crate::{api, config::DaemonConfig, shutdown, web};
 
 /// An actor died from a bug.
 pub const EX_SOFTWARE: u8 = 70;
@@ -29,7 +29,11 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             }
         };
         warden_actors::faults::arm_from_env(&warden);
-        let state = web::AppState::new(warden.health_handle(), started);
+        let api = api::Api::new(
+            api::auth::ApiAuth::new(cfg.http.api_token.as_ref()),
+            warden.catalog(),
+        );
+        let state = web::AppState::new(warden.health_handle(), started).with_api(api);
         let server = match web::server(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,
             Err(e) => {

@@ -6,13 +6,15 @@
 //! - [`cli`]: the command line.
 //! - [`config`]: file and environment layering, validation, `check-config` output.
 //! - [`logging`]: tracing setup.
-//! - [`web`]: the health endpoints.
+//! - [`web`]: the health endpoints, and the [`api`] under `/api/v1`.
+//! - [`api`]: the HTTP API (token, envelope, routes).
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
 //! - [`project`]: `project --rebuild` and `outbox retry`.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -29,17 +29,29 @@ use warden_actors::{
     Database, HealthHandle, HealthView,
 };
 
-/// What handlers share: the health reader and the process start.
+/// What handlers share: the health reader and the process start, and the `/api/v1` API when
+/// the server has one.
 #[derive(Clone)]
 pub struct AppState {
     health: HealthHandle,
     started: Instant,
+    api: Option<crate::api::Api>,
 }
 
 impl AppState {
     /// State for a server whose process started at `started`.
     pub fn new(health: HealthHandle, started: Instant) -> Self {
-        Self { health, started }
+        Self {
+            health,
+            started,
+            api: None,
+        }
+    }
+
+    /// Serves the API under `/api/v1` too.
+    pub fn with_api(mut self, api: crate::api::Api) -> Self {
+        self.api = Some(api);
+        self
     }
 }
 
@@ -184,6 +196,9 @@ where
 /// Registers the routes; shared by the daemon and in-process tests.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
+        if let Some(api) = state.api.clone() {
+            cfg.configure(crate::api::configure(api));
+        }
         cfg.app_data(web::Data::new(state))
             .service(get_only("/health", live))
             .service(get_only("/health/ready", ready))

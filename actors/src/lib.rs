@@ -17,6 +17,8 @@
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
 //!   I/O threads without the actor.
 //! - [`warden`]: [`Warden`], which starts the four actors and shuts them down.
+//! - [`catalog`]: recordings, metadata and tracklists in PostgreSQL, each write with its
+//!   graph outbox event ([`catalog::Catalog`], from [`Warden::catalog`]).
 //! - [`settings`], [`error`], [`secret`], [`params`]: configuration, the error callers see,
 //!   redaction, parameter bounds.
 //!
@@ -40,6 +42,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod call;
+pub mod catalog;
 pub mod circuit;
 pub mod connection;
 pub mod error;

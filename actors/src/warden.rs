@@ -202,6 +202,12 @@ impl Warden {
         self.postgres_handle.clone()
     }
 
+    /// The catalog (recordings, metadata, tracklists) on this warden's PostgreSQL; cheap to
+    /// clone.
+    pub fn catalog(&self) -> crate::catalog::Catalog {
+        crate::catalog::Catalog::new(self.postgres_handle())
+    }
+
     /// Calls to the graph database, refused on the caller's thread like
     /// [`postgres_handle`](Self::postgres_handle)'s.
     pub fn neo4j_handle(&self) -> Neo4jHandle {

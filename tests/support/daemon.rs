@@ -100,6 +100,11 @@ impl Daemon {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Everything written to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("stdout")).unwrap_or_default()
+    }
 }
 
 impl Drop for Daemon {
