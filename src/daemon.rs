@@ -32,7 +32,8 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
         let api = api::Api::new(
             api::auth::ApiAuth::new(cfg.http.api_token.as_ref()),
             warden.catalog(),
-        );
+        )
+        .with_graph_sync(warden.postgres_handle());
         let state = web::AppState::new(warden.health_handle(), started).with_api(api);
         let server = match web::server(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,

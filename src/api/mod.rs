@@ -8,6 +8,7 @@
 //! - [`extract`]: request bodies (1 MB, JSON), path ids and query strings, validated before a
 //!   handler runs, every failure a 422.
 //! - [`recordings`]: the catalog's routes.
+//! - [`graph_sync`]: the graph projection's backlog and dead events.
 //!
 //! # Adding routes
 //! A module with `pub fn routes(cfg: &mut web::ServiceConfig)` registers its resources (use
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod graph_sync;
 pub mod recordings;
 
 use actix_web::{middleware::from_fn, web, HttpRequest, HttpResponse};
@@ -31,12 +33,23 @@ use self::{auth::ApiAuth, error::ApiError};
 pub struct Api {
     auth: ApiAuth,
     catalog: Catalog,
+    graph_sync: Option<graph_sync::GraphSync>,
 }
 
 impl Api {
     /// The API with these authentication rules, over this catalog.
     pub fn new(auth: ApiAuth, catalog: Catalog) -> Self {
-        Self { auth, catalog }
+        Self {
+            auth,
+            catalog,
+            graph_sync: None,
+        }
+    }
+
+    /// Serves `GET /api/v1/graph-sync` from this database's outbox.
+    pub fn with_graph_sync(mut self, postgres: warden_actors::PostgresHandle) -> Self {
+        self.graph_sync = Some(graph_sync::GraphSync(postgres));
+        self
     }
 }
 
@@ -44,13 +57,17 @@ impl Api {
 /// then its route; an unknown path is a 404 in the API's error format.
 pub fn configure(api: Api) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
-        cfg.app_data(web::Data::new(api.auth.clone())).service(
-            web::scope("/api/v1")
-                .wrap(from_fn(auth::require_token))
-                .app_data(web::Data::new(api.catalog.clone()))
-                .configure(recordings::routes)
-                .default_service(web::to(no_route)),
-        );
+        let mut scope = web::scope("/api/v1")
+            .wrap(from_fn(auth::require_token))
+            .app_data(web::Data::new(api.catalog.clone()))
+            .configure(recordings::routes);
+        if let Some(state) = api.graph_sync.clone() {
+            scope = scope
+                .app_data(web::Data::new(state))
+                .configure(graph_sync::routes);
+        }
+        cfg.app_data(web::Data::new(api.auth.clone()))
+            .service(scope.default_service(web::to(no_route)));
     }
 }
 

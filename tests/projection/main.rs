@@ -454,17 +454,22 @@ fn constraints_are_issued_in_neo4j_syntax() {
     );
 }
 
+/// The API token of the daemons these tests start.
+const TOKEN: &str = "projection-test-token-8c1e4b2a9f";
+
 /// The issue's exactness test: 2,000 recordings (5 metadata entries and a 20-track tracklist
-/// each), then an update of a third and a delete of a tenth, written while the graph hangs
-/// behind the proxy for 20 s; then the projecting daemon is killed -9 in the middle of the
-/// catch-up and started again. Afterwards the graph equals PostgreSQL exactly.
+/// each), then an update of a third and a delete of a tenth, written through the HTTP API while
+/// the graph hangs behind the proxy for 20 s; then the projecting daemon is killed -9 in the
+/// middle of the catch-up and started again. Afterwards the graph equals PostgreSQL exactly,
+/// and no write was refused.
 ///
-/// Written through plain SQL as the catalog contract says (the catalog library and the HTTP
-/// API are on other branches), so "no write refused" is every write's commit. The kill -9 is
-/// warden's, not the graph's: the FalkorDB stand-in aborts on Bolt writes with its
-/// append-only file on (README), so a graph killed -9 would come back empty, and a graph that
-/// forgets what it acknowledged cannot be caught up by any outbox: Neo4j's transaction log
-/// keeps what it committed, which is what this test assumes of the graph.
+/// The kill -9 is warden's, not the graph's: the FalkorDB stand-in aborts on Bolt writes with
+/// its append-only file on (`appendfsync always`, and `everysec` without the RDB preamble,
+/// tried: the same assertion), and its RDB snapshots lag what it acknowledged (README), so a
+/// graph killed -9 would come back without acknowledged writes, and a graph
+/// that forgets what it acknowledged cannot be caught up by any outbox (its events were
+/// deleted on that acknowledgement). Neo4j's transaction log keeps what it committed, which is
+/// what this test assumes of the graph.
 #[test]
 fn exactness_after_a_hung_graph_and_a_killed_projector() {
     let pg = PgServer::start_durable();
@@ -474,10 +479,12 @@ fn exactness_after_a_hung_graph_and_a_killed_projector() {
         let env = vec![
             ("DATABASE_URL", pg.url()),
             ("NEO4J_URI", format!("bolt://127.0.0.1:{}", proxy.port)),
+            ("WARDEN__HTTP__API_TOKEN", TOKEN.to_owned()),
             ("WARDEN__NEO4J__QUERY_TIMEOUT", "3s".to_owned()),
             ("WARDEN__NEO4J__PROBE_INTERVAL", "500ms".to_owned()),
             ("WARDEN__NEO4J__PROBE_TIMEOUT", "500ms".to_owned()),
             ("WARDEN__NEO4J__MAX_CONNECTIONS", "3".to_owned()),
+            ("WARDEN__POSTGRES__MAX_CONNECTIONS", "8".to_owned()),
             ("WARDEN__BACKOFF__MAX", "1s".to_owned()),
             ("WARDEN__PROJECTION__LEASE", "5s".to_owned()),
             ("WARDEN__PROJECTION__STATEMENT_BYTES", "3500".to_owned()),
@@ -493,41 +500,84 @@ fn exactness_after_a_hung_graph_and_a_killed_projector() {
                 .map(|_| ())
         })
         .await;
-        let db = catalog::pool(&pg.url(), 8).await;
+        let db = catalog::pool(&pg.url(), 4).await;
+        let base = format!("http://127.0.0.1:{}/api/v1/recordings", daemon.http_port);
 
         proxy.hang();
         let hung = Instant::now();
         let writers: Vec<_> = (0..4)
             .map(|w| {
-                let db = db.clone();
+                let base = base.clone();
                 tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let send = |req: reqwest::RequestBuilder, want: u16, what: String| async move {
+                        let resp = req.bearer_auth(TOKEN).send().await.expect("request");
+                        let status = resp.status().as_u16();
+                        let body: Value = resp.json().await.unwrap_or(Value::Null);
+                        assert_eq!(status, want, "{what}: {body}");
+                        body
+                    };
                     let mut ids = Vec::new();
                     for i in 0..500 {
-                        ids.push(catalog::create(&db, &format!("w{w}-{i}"), 5, 20).await);
+                        let name = format!("w{w}-{i}");
+                        let metadata: serde_json::Map<String, Value> = (0..5)
+                            .map(|k| {
+                                (
+                                    format!("key{k}"),
+                                    Value::from(format!("value {k} of {name}")),
+                                )
+                            })
+                            .collect();
+                        let body = serde_json::json!({
+                            "file_path": format!("/music/{name}.flac"),
+                            "file_name": format!("{name}.flac"),
+                            "metadata": metadata,
+                            "tracklist": {"source": "cue", "tracks": catalog::tracks(20, &name)},
+                        });
+                        let created =
+                            send(http.post(&base).json(&body), 201, format!("create {name}")).await;
+                        ids.push(created["data"]["id"].as_str().expect("id").to_owned());
                     }
                     for (i, id) in ids.iter().enumerate() {
                         if i % 3 == 0 {
-                            catalog::update(&db, id, &format!("w{w}-{i}-v2")).await;
+                            let body =
+                                serde_json::json!({"file_name": format!("w{w}-{i}-v2.flac")});
+                            send(
+                                http.patch(format!("{base}/{id}")).json(&body),
+                                200,
+                                format!("update {id}"),
+                            )
+                            .await;
                         }
                         if i % 10 == 1 {
-                            catalog::delete(&db, id).await;
+                            send(
+                                http.delete(format!("{base}/{id}")),
+                                204,
+                                format!("delete {id}"),
+                            )
+                            .await;
                         }
                     }
                 })
             })
             .collect();
         for w in writers {
-            w.await.expect("every write committed");
+            w.await.expect("every write accepted");
         }
         let (pending, _, attempts) = catalog::outbox(&db).await;
         assert_eq!(attempts, 0, "no attempt spent while the graph hangs");
         eprintln!(
-            "{pending} events written in {:?} with the graph hung",
+            "{pending} events written through the API in {:?} with the graph hung",
             hung.elapsed()
         );
         tokio::time::sleep(Duration::from_secs(20).saturating_sub(hung.elapsed())).await;
         let (pending, _, attempts) = catalog::outbox(&db).await;
         assert_eq!((pending, attempts), (2000 + 668 + 200, 0));
+        let (_, health) = daemon.get("/health/detailed").await.expect("health");
+        assert_eq!(
+            health["components"]["graph_sync"]["pending"], 2868,
+            "{health}"
+        );
 
         proxy.resume();
         // Mid catch-up: some applied, most not.
@@ -548,5 +598,78 @@ fn exactness_after_a_hung_graph_and_a_killed_projector() {
         graph_connected(&warden).await;
         assert_graph_is_postgres(&warden, &db).await;
         warden.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
+/// Dead events are visible in the API, behind its token.
+#[test]
+fn dead_events_are_listed_by_the_api() {
+    let pg = PgServer::start();
+    let graph = GraphServer::start();
+    actix_test(async {
+        let env = vec![
+            ("DATABASE_URL", pg.url()),
+            ("NEO4J_URI", graph.uri()),
+            ("WARDEN__HTTP__API_TOKEN", TOKEN.to_owned()),
+            ("WARDEN__PROJECTION__MAX_ATTEMPTS", "1".to_owned()),
+            ("WARDEN__PROJECTION__POLL_INTERVAL", "1s".to_owned()),
+            ("WARDEN__PROJECTION__STATEMENT_BYTES", "3500".to_owned()),
+        ];
+        let daemon = support::daemon::Daemon::spawn(&[], &env);
+        eventually(Duration::from_secs(20), "daemon ready", || async {
+            daemon
+                .get("/health/ready")
+                .await
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
+        })
+        .await;
+        let db = catalog::pool(&pg.url(), 2).await;
+        let id = catalog::create(&db, "poisoned", 1, 1).await;
+        let event: i64 = sqlx::query_scalar(
+            "INSERT INTO graph_outbox (recording_id, version, op, payload) \
+             SELECT id, version + 1, 'upsert', '{\"id\": 1}' FROM recordings WHERE id = $1::uuid RETURNING id",
+        )
+        .bind(&id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        let url = format!("http://127.0.0.1:{}/api/v1/graph-sync", daemon.http_port);
+        let body: Value = eventually(
+            Duration::from_secs(20),
+            "the dead event in the API",
+            || async {
+                let resp = reqwest::Client::new()
+                    .get(&url)
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .ok()?;
+                let body: Value = resp.json().await.ok()?;
+                (body["data"]["dead"] == 1).then_some(body)
+            },
+        )
+        .await;
+        let dead = &body["data"]["dead_events"][0];
+        assert_eq!(dead["id"], event, "{body}");
+        assert_eq!(dead["recording_id"], id.as_str());
+        assert_eq!(dead["attempts"], 1);
+        assert!(
+            dead["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("malformed payload")),
+            "{body}"
+        );
+        assert!(body["meta"]["timestamp"].is_string(), "{body}");
+        let anonymous = reqwest::get(&url).await.unwrap();
+        assert_eq!(anonymous.status().as_u16(), 401);
+        let (_, health) = daemon.get("/health/detailed").await.unwrap();
+        assert_eq!(health["components"]["graph_sync"]["dead"], 1, "{health}");
+        assert_eq!(health["status"], "degraded");
+        assert_eq!(
+            daemon.get("/health/ready").await.unwrap().0,
+            200,
+            "dead events never fail readiness"
+        );
     });
 }
