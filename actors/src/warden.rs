@@ -109,7 +109,9 @@ impl Warden {
         let breaker_actor =
             BreakerActor::new(board.clone(), health.clone()).guarded(guard("breaker"));
         let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
-        let projector_guard = guard("projector");
+        // Only a projector that runs may fire the fatal signal: an unused guard would fire as
+        // it is dropped.
+        let projector_guard = settings.projection.enabled.then(|| guard("projector"));
 
         let pg = PostgresActor::new(
             pg_driver,
@@ -137,7 +139,7 @@ impl Warden {
 
         let postgres_handle = CallHandle::new(postgres.clone(), pg_link);
         let neo4j_handle = CallHandle::new(neo4j.clone(), graph_link);
-        let projector = settings.projection.enabled.then(|| {
+        let projector = projector_guard.map(|projector_guard| {
             let arbiter = Arbiter::new();
             let signals = projection::Signals::default();
             let actor = ProjectorActor::new(
