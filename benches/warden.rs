@@ -30,6 +30,8 @@
 //! - `footprint`: the daemon's RSS idle, and after the health load plus 5 database flaps.
 //! - `catalog`: catalog create and get through the HTTP API against the same SQL through
 //!   sqlx (see `sections/catalog_api.rs`).
+//! - `metrics`: `Sql` at 32 callers with call recording on against off, in alternating rounds,
+//!   and `/metrics` scrapes under that load (`warden/metrics.rs`).
 //! - `projection`: events/s the graph projector applies, against direct `UNWIND` writes of
 //!   the same rows (see `sections/projection.rs`).
 
@@ -41,6 +43,8 @@ mod support;
 mod catalog;
 #[path = "sections/catalog_api.rs"]
 mod catalog_api;
+#[path = "warden/metrics.rs"]
+mod metrics;
 #[path = "sections/projection.rs"]
 mod projection;
 
@@ -52,7 +56,8 @@ use std::{
 
 use support::{daemon::Daemon, graph::GraphServer, pg::PgServer, proxy::Proxy};
 use warden_actors::{
-    health::ComponentStatus, Cypher, Database, Sql, Warden, WardenError, WardenSettings,
+    health::ComponentStatus, Cypher, Database, PostgresHandle, Sql, Warden, WardenError,
+    WardenSettings,
 };
 
 /// Pool size of both paths in the message benchmark (warden's max_connections is one more:
@@ -73,6 +78,9 @@ struct Args {
     detection_runs: usize,
     /// Concurrency levels of the message benchmark.
     levels: Vec<usize>,
+    /// `Sql` paths to measure (`defaults`, `baseline`, `default`, `hosted`); all when empty.
+    /// One path alone is for profiling (`perf record` on this process), not for ratios.
+    sql_paths: Vec<String>,
 }
 
 impl Args {
@@ -86,6 +94,7 @@ impl Args {
             footprint_minutes: 10,
             detection_runs: 5,
             levels: vec![1, 8, 32, 128],
+            sql_paths: Vec::new(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
@@ -102,6 +111,10 @@ impl Args {
                 "--footprint-minutes" => args.footprint_minutes = num("--footprint-minutes"),
                 "--detection-runs" => args.detection_runs = num("--detection-runs") as usize,
                 "--concurrency" => args.levels = vec![num("--concurrency") as usize],
+                "--sql-paths" => {
+                    let paths = it.next().expect("--sql-paths needs a list");
+                    args.sql_paths = paths.split(',').map(str::to_owned).collect();
+                }
                 // cargo bench passes --bench to every bench target.
                 "--bench" => {}
                 s if !s.starts_with('-') => args.sections.push(s.to_owned()),
@@ -161,6 +174,9 @@ fn main() {
     }
     if args.wants("catalog") {
         catalog_api::catalog(&args, &mut rows);
+    }
+    if args.wants("metrics") {
+        metrics::metrics_cost(&args, &mut rows);
     }
     if args.wants("projection") {
         projection::projection(&mut rows);
@@ -551,28 +567,98 @@ fn load_row(rows: &mut Vec<Row>, what: String, l: &Load) {
     );
 }
 
-/// `SELECT 1` through a pool of its own, used directly. `like_warden` configures the pool as
-/// warden configures its own (no liveness ping for a connection used in the last
-/// `ALIVE_BYPASS`), so that warden ÷ that pool is the cost of the message path alone.
+/// How the direct pool of a `SELECT 1` load is set up.
+#[derive(Clone, Copy)]
+enum DirectPool {
+    /// sqlx's defaults: a liveness ping before every acquire.
+    Defaults,
+    /// `test_before_acquire(false)`: no ping at all, the fastest a pool goes (the baseline).
+    Tuned,
+}
+
+/// `SELECT 1` through a pool of its own, used directly; the pool is created inside the
+/// current runtime, so its sockets belong there.
 fn direct_sql(
-    url: String,
-    like_warden: bool,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Clone + Send + 'static {
-    let mut options = sqlx::postgres::PgPoolOptions::new().max_connections(POOL);
-    if like_warden {
-        options = options
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    Ok(meta.idle_for < warden_actors::postgres::ALIVE_BYPASS
-                        || sqlx::Connection::ping(conn).await.is_ok())
-                })
-            });
-    }
-    let pool = options.connect_lazy(&url).expect("pool");
-    move || {
-        let pool = pool.clone();
+    url: &str,
+    setup: DirectPool,
+) -> (
+    sqlx::PgPool,
+    impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Clone + Send + 'static,
+) {
+    let options = match setup {
+        DirectPool::Defaults => sqlx::postgres::PgPoolOptions::new(),
+        DirectPool::Tuned => sqlx::postgres::PgPoolOptions::new().test_before_acquire(false),
+    };
+    let pool = options
+        .max_connections(POOL)
+        .connect_lazy(url)
+        .expect("pool");
+    let call_pool = pool.clone();
+    let call = move || {
+        let pool = call_pool.clone();
         Box::pin(async move { sqlx::query("SELECT 1").fetch_all(&pool).await.is_ok() })
+            as std::pin::Pin<Box<dyn Future<Output = bool> + Send>>
+    };
+    (pool, call)
+}
+
+/// Runs `concurrency` callers of `call` as tasks of the current (caller's) runtime, after a
+/// warm-up outside the measurement.
+async fn callers_here<F, Fut>(concurrency: usize, seconds: u64, call: F) -> Load
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    for _ in 0..concurrency.min(POOL as usize) {
+        call().await;
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move { caller(call, deadline).await })
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await.expect("caller"));
+    }
+    summarize(parts, start.elapsed())
+}
+
+/// The paths of the `Sql` load, each measured from the same 2-worker caller runtime.
+#[derive(Clone, Copy)]
+enum SqlPath {
+    Direct(DirectPool),
+    /// Through a handle of the warden at this index (0: default mode, 1: hosted).
+    Warden(usize),
+}
+
+/// One round of `Sql` load on `rt` through `path`.
+fn sql_round(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    wardens: &[PostgresHandle; 2],
+    path: SqlPath,
+    n: usize,
+    secs: u64,
+) -> Load {
+    match path {
+        SqlPath::Direct(setup) => rt.block_on(async {
+            let (pool, call) = direct_sql(url, setup);
+            let load = callers_here(n, secs, call).await;
+            // Its connections go before the next path's: the server allows 60.
+            pool.close().await;
+            load
+        }),
+        SqlPath::Warden(i) => {
+            let postgres = wardens[i].clone();
+            rt.block_on(callers_here(n, secs, move || {
+                let call = postgres.send(Sql::new("SELECT 1"));
+                async move { call.await.is_ok() }
+            }))
+        }
     }
 }
 
@@ -600,53 +686,100 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
     let sql = args.wants("messages") || args.wants("sql");
     let cypher = args.wants("messages") || args.wants("cypher");
     for &n in args.levels.iter().filter(|_| sql) {
+        // One caller runtime per level, shaped like a small application's: every path's
+        // callers run on it, and the hosted warden's pool lives on it.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let system = actix::System::new();
-        let warden = system.block_on(async {
-            let warden = Warden::start(bench_settings(&pg, &graph_uri)).expect("settings");
-            wait_connected(&warden, Database::Postgres).await;
-            warden
+        let (default, hosted) = system.block_on(async {
+            let default = Warden::start(bench_settings(&pg, &graph_uri)).expect("settings");
+            let hosted = Warden::builder(bench_settings(&pg, &graph_uri))
+                .call_runtime(rt.handle().clone())
+                .start()
+                .expect("settings");
+            wait_connected(&default, Database::Postgres).await;
+            wait_connected(&hosted, Database::Postgres).await;
+            (default, hosted)
         });
-        let (mut direct, mut alike, mut actor) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            let url = pg.url();
-            direct.push(direct_load(n, secs, move || direct_sql(url, false)));
-            let url = pg.url();
-            alike.push(direct_load(n, secs, move || direct_sql(url, true)));
-            let postgres = warden.postgres_handle();
-            actor.push(system.block_on(actor_load(n, secs, move || {
-                let call = postgres.send(Sql::new("SELECT 1"));
-                async move { call.await.is_ok() }
-            })));
+        let handles = [default.postgres_handle(), hosted.postgres_handle()];
+        let paths = [
+            SqlPath::Direct(DirectPool::Defaults),
+            SqlPath::Direct(DirectPool::Tuned),
+            SqlPath::Warden(0),
+            SqlPath::Warden(1),
+        ];
+        let names = ["defaults", "baseline", "default", "hosted"];
+        let wanted =
+            |i: usize| args.sql_paths.is_empty() || args.sql_paths.iter().any(|p| p == names[i]);
+        let mut loads: [Vec<Load>; 4] = Default::default();
+        for round in 0..rounds {
+            // A different path goes first each round, so that no path always follows the
+            // same neighbour.
+            for k in 0..paths.len() {
+                let i = (round + k) % paths.len();
+                if wanted(i) {
+                    loads[i].push(sql_round(&rt, &pg.url(), &handles, paths[i], n, secs));
+                }
+            }
         }
-        system.block_on(warden.shutdown(Duration::from_secs(5)));
+        if !args.sql_paths.is_empty() {
+            for (i, l) in loads.iter().enumerate().filter(|(i, _)| wanted(*i)) {
+                load_row(
+                    rows,
+                    format!("Sql ×{n}: {} alone", names[i]),
+                    &median_load(l),
+                );
+            }
+            continue;
+        }
+        system.block_on(async {
+            default.shutdown(Duration::from_secs(5)).await;
+            hosted.shutdown(Duration::from_secs(5)).await;
+        });
+        drop(rt);
+        let [defaults, tuned, own, app] = &loads;
         load_row(
             rows,
-            format!("Sql ×{n}: direct (ceiling) calls/s, p50 / p99"),
-            &median_load(&direct),
+            format!("Sql ×{n}: direct, sqlx defaults (reference), calls/s, p50 / p99"),
+            &median_load(defaults),
         );
         load_row(
             rows,
-            format!("Sql ×{n}: direct, pool set up like warden's (reference)"),
-            &median_load(&alike),
+            format!("Sql ×{n}: direct, no test_before_acquire (baseline)"),
+            &median_load(tuned),
         );
         load_row(
             rows,
-            format!("Sql ×{n}: warden calls/s, p50 / p99"),
-            &median_load(&actor),
+            format!("Sql ×{n}: warden, default (own I/O threads)"),
+            &median_load(own),
         );
-        let ratio = median_ratio(&actor, &direct);
-        let checked = matches!(n, 32 | 128);
+        load_row(
+            rows,
+            format!("Sql ×{n}: warden, hosted on the caller's runtime"),
+            &median_load(app),
+        );
+        let hosted_ratio = median_ratio(app, tuned);
         row(
             rows,
-            format!("Sql ×{n}: warden ÷ direct (median of {rounds} rounds)"),
-            ratio_text(&actor, &direct),
-            if checked { "≥ 95 %" } else { "" },
-            checked.then_some(ratio >= 0.95),
+            format!("Sql ×{n}: hosted ÷ baseline (median of {rounds} rounds)"),
+            ratio_text(app, tuned),
+            "≥ 95 %",
+            Some(hosted_ratio >= 0.95),
         );
         row(
             rows,
-            format!("Sql ×{n}: warden ÷ direct set up like warden's (reference)"),
-            ratio_text(&actor, &alike),
+            format!("Sql ×{n}: default ÷ baseline"),
+            ratio_text(own, tuned),
+            "",
+            None,
+        );
+        row(
+            rows,
+            format!("Sql ×{n}: default ÷ sqlx defaults (reference)"),
+            ratio_text(own, defaults),
             "",
             None,
         );

@@ -114,15 +114,18 @@ impl Default for HttpConfig {
 pub enum LogFormat {
     /// Human-readable, for a terminal.
     Pretty,
-    /// One JSON object per line, for journald and log shippers.
+    /// One JSON object per line, for log shippers.
     Json,
+    /// journald's native protocol, each field a journal field (see `crate::journald`).
+    Journald,
 }
 
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// Unset: pretty on a terminal, json otherwise.
+    /// Unset: journald when stderr is the journal (`JOURNAL_STREAM`), pretty on a terminal,
+    /// json otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<LogFormat>,
     /// A tracing filter: `info`, `debug`, `warden=debug,sqlx=warn`, ...
@@ -315,10 +318,22 @@ impl DaemonConfig {
         }
     }
 
-    /// The effective configuration as TOML, secrets shown as `***`.
+    /// The effective configuration as TOML, secrets shown as `***`, an unset password as
+    /// `""` with a comment saying so.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+        match toml::to_string_pretty(self) {
+            Ok(text) => text
+                .lines()
+                .map(|line| {
+                    if line == "password = \"\"" {
+                        format!("{line}  # unset\n")
+                    } else {
+                        format!("{line}\n")
+                    }
+                })
+                .collect(),
+            Err(e) => format!("# cannot render the configuration: {e}\n"),
+        }
     }
 }
 
@@ -512,6 +527,13 @@ mod tests {
                 && !out.contains("other-secret")
         );
         assert!(out.contains("password = \"***\""), "{out}");
+        // Unset: shown as such, and the output still parses.
+        let unset = DaemonConfig::load(None, &env(&[]))
+            .unwrap()
+            .to_redacted_toml();
+        assert!(unset.contains("password = \"\"  # unset\n"), "{unset}");
+        assert!(!unset.contains("***"), "{unset}");
+        assert!(unset.parse::<toml::Table>().is_ok(), "{unset}");
         assert!(out.contains("postgres://app:***@pg:5432/app"), "{out}");
         assert!(out.contains("cooldown = \"30s\""), "{out}");
     }

@@ -9,7 +9,7 @@ use std::{process::ExitCode, time::Instant};
 
 use warden_actors::Warden;
 
-use crate::{api, config::DaemonConfig, shutdown, web};
+use crate::{api, config::DaemonConfig, shutdown, systemd::Systemd, web};
 
 /// An actor died from a bug.
 pub const EX_SOFTWARE: u8 = 70;
@@ -19,6 +19,7 @@ pub const EX_UNAVAILABLE: u8 = 69;
 /// Runs the daemon until SIGTERM or SIGINT (exit 0) or until an actor dies (exit 70).
 pub fn run(cfg: DaemonConfig) -> ExitCode {
     let started = Instant::now();
+    let systemd = Systemd::from_env();
     let system = actix::System::new();
     let code = system.block_on(async move {
         let warden = match Warden::start(cfg.warden_settings()) {
@@ -34,11 +35,15 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             warden.catalog(),
         )
         .with_graph_sync(warden.postgres_handle());
-        let state = web::AppState::new(warden.health_handle(), started).with_api(api);
-        let server = match web::server(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
+        let state = web::AppState::new(warden.health_handle(), started)
+            .with_api(api)
+            .with_metrics(crate::metrics::Endpoint::new(warden.metrics()));
+        let (server, addrs) = match web::listen(cfg.http.bind, cfg.http.workers, state, cfg.shutdown_timeout) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(bind = %cfg.http.bind, error = %e, "cannot listen");
+                let message = cannot_listen(cfg.http.bind, &e);
+                tracing::error!(bind = %cfg.http.bind, error = %e, "{message}");
+                systemd.status(&message);
                 warden.shutdown(cfg.shutdown_timeout).await;
                 return 1;
             }
@@ -46,9 +51,13 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
         tracing::info!(bind = %cfg.http.bind, version = env!("CARGO_PKG_VERSION"), "warden started");
         let handle = server.handle();
         let mut serving = actix::spawn(server);
+        // Bound and the actors started: ready, whatever the databases do.
+        systemd.ready(&warden.health_handle().view());
         tokio::select! {
+            never = systemd.supervise(&warden, warden.health_handle(), addrs.first().copied()) => match never {},
             signal = shutdown::signal() => {
                 tracing::info!(signal, "shutting down");
+                systemd.stopping(signal);
                 // One budget for the whole drain. HTTP first: health requests take
                 // microseconds, so a short grace is plenty; then calls in flight get the rest.
                 let deadline = Instant::now() + cfg.shutdown_timeout;
@@ -57,7 +66,8 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
                     let left = deadline.saturating_duration_since(Instant::now());
                     warden.shutdown(left.max(std::time::Duration::from_millis(500))).await;
                 };
-                if tokio::time::timeout(cfg.shutdown_timeout + std::time::Duration::from_secs(1), drain).await.is_err() {
+                let bounded = tokio::time::timeout(cfg.shutdown_timeout + std::time::Duration::from_secs(1), drain);
+                if systemd.extend_while(bounded).await.is_err() {
                     tracing::warn!(timeout = ?cfg.shutdown_timeout, "shutdown ran over its timeout");
                 }
                 tracing::info!("stopped");
@@ -65,11 +75,13 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             }
             reason = warden.fatal() => {
                 tracing::error!(reason, "an actor died; exiting so that the service manager restarts warden");
+                systemd.status(&format!("exiting: {reason}"));
                 handle.stop(false).await;
                 EX_SOFTWARE
             }
             result = &mut serving => {
                 tracing::error!(?result, "the HTTP server stopped unexpectedly");
+                systemd.status("exiting: the HTTP server stopped unexpectedly");
                 1
             }
         }
@@ -89,7 +101,12 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
+    let systemd = Systemd::from_env();
+    systemd.status(&format!(
+        "applying migrations to schema {}",
+        cfg.postgres.schema
+    ));
+    let result = runtime.block_on(systemd.extend_while(async {
         let bound = cfg.postgres.connect_timeout + cfg.postgres.query_timeout;
         match tokio::time::timeout(
             bound,
@@ -104,7 +121,7 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
                 after: bound,
             }),
         }
-    });
+    }));
     match result {
         Ok(()) => {
             tracing::info!(schema = %cfg.postgres.schema, "migrations are up to date");
@@ -116,6 +133,26 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
             ExitCode::from(if e.is_transient() { EX_UNAVAILABLE } else { 1 })
         }
     }
+}
+
+/// What a failed bind says: the address, why, and the key that changes it (a port taken by
+/// another process is the usual first-run surprise).
+pub fn cannot_listen(bind: std::net::SocketAddr, error: &std::io::Error) -> String {
+    let hint = match error.kind() {
+        std::io::ErrorKind::AddrInUse => "another process listens there",
+        std::io::ErrorKind::PermissionDenied => "a port below 1024 needs CAP_NET_BIND_SERVICE",
+        std::io::ErrorKind::AddrNotAvailable => "no interface of this machine has that address",
+        _ => "",
+    };
+    let hint = if hint.is_empty() {
+        String::new()
+    } else {
+        format!(" ({hint})")
+    };
+    format!(
+        "cannot listen on {bind}: {error}{hint}; set http.bind in the configuration file \
+         (or WARDEN__HTTP__BIND; WARDEN_PORT for scripts/dev-stack) to a free address"
+    )
 }
 
 /// Prints the effective configuration, secrets as `***`.

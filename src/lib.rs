@@ -5,10 +5,13 @@
 //! # Layout
 //! - [`cli`]: the command line.
 //! - [`config`]: file and environment layering, validation, `check-config` output.
-//! - [`logging`]: tracing setup.
+//! - [`logging`]: tracing setup; [`journald`]: journald's native protocol.
 //! - [`web`]: the health endpoints, and the [`api`] under `/api/v1`.
 //! - [`api`]: the HTTP API (token, envelope, routes).
+//! - [`metrics`]: `GET /metrics`, in Prometheus' text format or OpenMetrics; [`process`]: the
+//!   process's own metrics, from `/proc`.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
+//! - [`systemd`]: `Type=notify`: readiness, status, the watchdog, stopping.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
 //! - [`project`]: `project --rebuild` and `outbox retry`.
 
@@ -18,7 +21,11 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod journald;
 pub mod logging;
+pub mod metrics;
+pub mod process;
 pub mod project;
 pub mod shutdown;
+pub mod systemd;
 pub mod web;

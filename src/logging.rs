@@ -1,6 +1,7 @@
-//! Structured logs: pretty on a terminal, one JSON object per line otherwise (journald, log
-//! shippers). Every state transition, retry, breaker change and backoff delay is one event,
-//! emitted by the actors with the database, attempt, delay and a sanitized error as fields.
+//! Structured logs: pretty on a terminal, journald's native protocol when stderr is the journal
+//! (see [`crate::journald`]), one JSON object per line otherwise (log shippers). Every state
+//! transition, retry, breaker change and backoff delay is one event, emitted by the actors
+//! with the database, attempt, delay and a sanitized error as fields.
 //!
 //! One rewrite happens on the way out: actix-http reports every broken client stream (a
 //! malformed request, a reset connection) as an ERROR, so any client could flood the error log
@@ -23,10 +24,12 @@ use crate::config::{LogConfig, LogFormat};
 /// when set, wins, for one-off debugging without editing the file.
 pub fn init(cfg: &LogConfig) {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.level.clone());
-    let format = cfg.format.unwrap_or(if std::io::stderr().is_terminal() {
-        LogFormat::Pretty
-    } else {
-        LogFormat::Json
+    let format = cfg.format.unwrap_or_else(|| {
+        crate::journald::auto_format(
+            std::env::var("JOURNAL_STREAM").ok().as_deref(),
+            crate::journald::stderr_identity(),
+            std::io::stderr().is_terminal(),
+        )
     });
     // A second init (tests that run the daemon in-process) keeps the first subscriber.
     let _ = subscriber(&level, &cfg.level, format, std::io::stderr).try_init();
@@ -90,6 +93,26 @@ where
                 ))
                 .finish(),
         ),
+        LogFormat::Journald => match crate::journald::layer() {
+            Ok(journald) => {
+                use tracing_subscriber::layer::SubscriberExt;
+                Box::new(
+                    tracing_subscriber::registry()
+                        .with(filter())
+                        .with(crate::journald::Demoted::new(journald, show_demoted)),
+                )
+            }
+            Err(e) => {
+                // Logs must go somewhere: the format a service manager's log collector reads.
+                eprintln!("warden: cannot reach journald ({e}); logging JSON lines to stderr");
+                Box::new(
+                    builder
+                        .json()
+                        .event_format(DemoteClientErrors::new(format_json, show_demoted))
+                        .finish(),
+                )
+            }
+        },
     }
 }
 
@@ -164,7 +187,7 @@ impl tracing::field::Visit for Message {
 }
 
 /// The message of `event` if it is a client's broken stream.
-fn client_stream_error(event: &Event<'_>) -> Option<String> {
+pub(crate) fn client_stream_error(event: &Event<'_>) -> Option<String> {
     let meta = event.metadata();
     if *meta.level() != Level::ERROR || meta.target() != DISPATCHER {
         return None;
@@ -195,15 +218,20 @@ where
             // Nothing written is nothing logged.
             return Ok(());
         }
-        let fields = DEMOTED.fields();
-        let Some(field) = fields.field("message") else {
-            return Ok(());
-        };
-        let values = [(&field, Some(&message.as_str() as &dyn tracing::Value))];
-        let values = fields.value_set(&values);
-        let demoted = Event::new(&DEMOTED, &values);
-        self.inner.format_event(ctx, writer, &demoted)
+        with_demoted(&message, |demoted| {
+            self.inner.format_event(ctx, writer, demoted)
+        })
+        .unwrap_or(Ok(()))
     }
+}
+
+/// Calls `f` with a client's broken stream `message` as a DEBUG event (see [`DEMOTED`]).
+pub(crate) fn with_demoted<R>(message: &str, f: impl FnOnce(&Event<'_>) -> R) -> Option<R> {
+    let fields = DEMOTED.fields();
+    let field = fields.field("message")?;
+    let values = [(&field, Some(&message as &dyn tracing::Value))];
+    let values = fields.value_set(&values);
+    Some(f(&Event::new(&DEMOTED, &values)))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - `GET /health/ready`: 200 when every database is connected and no circuit is open, else
 //!   503; can flip back to 503 at any time. Same body as detailed.
 //! - `GET /health/detailed` (also `/api/health`): 200 with the full picture.
+//! - `GET /metrics`: Prometheus metrics, when the state has them (see `crate::metrics`).
 //! - Anything else: 404, or 405 for a known path with the wrong method, as
 //!   `{"error": {"code", "message"}}`.
 
@@ -21,7 +22,7 @@ use actix_web::{
     http::{header, StatusCode},
     web, App, HttpRequest, HttpResponse, HttpServer,
 };
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use warden_actors::{
     graph_sync::GraphSyncHealth,
@@ -36,6 +37,7 @@ pub struct AppState {
     health: HealthHandle,
     started: Instant,
     api: Option<crate::api::Api>,
+    metrics: Option<crate::metrics::Endpoint>,
 }
 
 impl AppState {
@@ -45,12 +47,19 @@ impl AppState {
             health,
             started,
             api: None,
+            metrics: None,
         }
     }
 
     /// Serves the API under `/api/v1` too.
     pub fn with_api(mut self, api: crate::api::Api) -> Self {
         self.api = Some(api);
+        self
+    }
+
+    /// Also serves `GET /metrics` from `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Endpoint) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 }
@@ -76,7 +85,7 @@ struct Components<'a> {
 fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
     let body = Detailed {
         status: if view.all_healthy() { "ok" } else { "degraded" },
-        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        timestamp: warden_actors::timestamp::format(&Utc::now()),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
         components: Components {
@@ -199,6 +208,10 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         if let Some(api) = state.api.clone() {
             cfg.configure(crate::api::configure(api));
         }
+        if let Some(metrics) = state.metrics.clone() {
+            cfg.app_data(web::Data::new(metrics))
+                .service(get_only("/metrics", crate::metrics::serve));
+        }
         cfg.app_data(web::Data::new(state))
             .service(get_only("/health", live))
             .service(get_only("/health/ready", ready))
@@ -236,8 +249,19 @@ pub fn server(
     state: AppState,
     shutdown_timeout: std::time::Duration,
 ) -> std::io::Result<actix_web::dev::Server> {
+    listen(bind, workers, state, shutdown_timeout).map(|(server, _)| server)
+}
+
+/// [`server`], and the addresses it listens on (the port chosen when `bind`'s is 0), for the
+/// systemd watchdog's own request.
+pub fn listen(
+    bind: std::net::SocketAddr,
+    workers: usize,
+    state: AppState,
+    shutdown_timeout: std::time::Duration,
+) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let grace = shutdown_timeout.min(HTTP_GRACE);
-    let server = HttpServer::new(move || {
+    let bound = HttpServer::new(move || {
         App::new()
             .configure(configure(state.clone()))
             .default_service(web::to(not_found))
@@ -247,7 +271,7 @@ pub fn server(
     .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
     .workers(workers.max(1))
     .shutdown_timeout(grace.as_secs().max(1))
-    .bind(bind)?
-    .run();
-    Ok(server)
+    .bind(bind)?;
+    let addrs = bound.addrs();
+    Ok((bound.run(), addrs))
 }

@@ -6,6 +6,8 @@ mod support;
 
 #[path = "api/auth.rs"]
 mod auth;
+#[path = "api/body_limit.rs"]
+mod body_limit;
 #[path = "api/client.rs"]
 mod client;
 #[path = "api/invalid.rs"]

@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use serde_json::{json, Value};
 use support::{
-    actix_test, eventually, fast_settings, hold_arbiter, no_graph, pg::PgServer, pg_connected,
-    pg_started as connected, proxy::Proxy,
+    actix_test, eventually, fast_settings, hold_arbiter,
+    mode::{Host, Mode},
+    no_graph,
+    pg::PgServer,
+    pg_connected, pg_started as connected,
+    proxy::Proxy,
 };
 use warden_actors::{health::ComponentStatus, Cypher, Database, Sql, Warden, WardenError};
 
@@ -58,6 +62,18 @@ async fn settled_warden_connections(admin: &sqlx::PgPool, max: i64) -> i64 {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     warden_connections(admin).await
+}
+
+/// How many migrations the repository holds: each applied once, whatever was added since.
+fn migration_files() -> i64 {
+    let files = std::fs::read_dir(support::repo().join("migrations"))
+        .expect("migrations/")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count();
+    i64::try_from(files).expect("a few files")
 }
 
 /// `Sql` returns one JSON object per row with common types mapped, binds parameters
@@ -119,7 +135,7 @@ fn sql_returns_typed_rows_and_binds_params() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(rows[0]["n"], json!(1));
+        assert_eq!(rows[0]["n"], json!(migration_files()));
 
         // The caller's mistake comes back typed, with the SQLSTATE, and is not transient.
         let err = warden
@@ -147,20 +163,34 @@ fn sql_returns_typed_rows_and_binds_params() {
 /// again within the pending backoff delay + 1 s, and ready again.
 #[test]
 fn postgres_kill9_is_detected_and_recovered() {
+    kill9_detected_and_recovered(Mode::Own);
+}
+
+/// The same, with the calls hosted on the application's runtime.
+#[test]
+fn postgres_kill9_is_detected_and_recovered_hosted() {
+    kill9_detected_and_recovered(Mode::Hosted);
+}
+
+// The body of the two tests above: a panic is how it fails, as in any test.
+#[allow(clippy::unwrap_used)]
+fn kill9_detected_and_recovered(mode: Mode) {
     let pg = PgServer::start();
     let graph = support::graph::GraphServer::start();
+    let host = Host::new(mode);
     actix_test(async {
         let settings = fast_settings(&graph.uri(), &pg.url());
         let query_timeout = settings.postgres.query_timeout;
         let detect_bound = settings.postgres.probe_interval + settings.postgres.probe_timeout;
-        let warden = Warden::start(settings).unwrap();
+        let warden = host.start(settings);
         let health = warden.health_handle();
         let http = support::serve_health(&warden);
         pg_connected(&warden).await;
         support::until_status(&format!("{http}/health/ready"), 200, Duration::from_secs(5)).await;
 
-        // Calls in flight when the server dies.
-        let in_flight: Vec<_> = (0..3)
+        // Calls in flight when the server dies: sent to the address, and through a handle by
+        // callers on the application's side (inside their own tasks when hosted).
+        let mut in_flight: Vec<_> = (0..2)
             .map(|_| {
                 let addr = warden.postgres.clone();
                 actix::spawn(async move {
@@ -173,6 +203,14 @@ fn postgres_kill9_is_detected_and_recovered() {
                 })
             })
             .collect();
+        for _ in 0..2 {
+            let postgres = warden.postgres_handle();
+            in_flight.push(host.spawn(async move {
+                let started = Instant::now();
+                let result = postgres.send(Sql::new("SELECT pg_sleep(10)")).await;
+                (result, started.elapsed())
+            }));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
 
         let killed = Instant::now();
@@ -257,13 +295,26 @@ fn postgres_kill9_is_detected_and_recovered() {
 /// mistakes never count.
 #[test]
 fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
+    breaker_opens_and_a_probe_closes_it(Mode::Own);
+}
+
+/// The same, with the calls hosted on the application's runtime.
+#[test]
+fn breaker_opens_on_transient_failures_and_a_probe_closes_it_hosted() {
+    breaker_opens_and_a_probe_closes_it(Mode::Hosted);
+}
+
+// The body of the two tests above: a panic is how it fails, as in any test.
+#[allow(clippy::unwrap_used)]
+fn breaker_opens_and_a_probe_closes_it(mode: Mode) {
     let pg = PgServer::start();
+    let host = Host::new(mode);
     actix_test(async {
         let mut settings = fast_settings(&no_graph(), &pg.url());
         settings.retry.max_attempts = 1;
         settings.breaker.failure_threshold = 5;
         settings.breaker.cooldown = Duration::from_millis(1500);
-        let warden = Warden::start(settings).unwrap();
+        let warden = host.start(settings);
         let health = warden.health_handle();
         pg_connected(&warden).await;
 
@@ -297,9 +348,11 @@ fn breaker_opens_on_transient_failures_and_a_probe_closes_it() {
         // (contention such as 40001 is retried but never counts; see tests/breaker.rs).
         let fail = "DO $$ BEGIN RAISE EXCEPTION 'overloaded' USING ERRCODE = '53200'; END $$";
         for i in 0..5 {
-            let err = warden
-                .postgres
-                .send(Sql::new(fail))
+            // Through a handle on the application's side, so that a hosted call's outcome
+            // (run inside the caller's task) is what reaches the breaker.
+            let postgres = warden.postgres_handle();
+            let err = host
+                .spawn(async move { postgres.send(Sql::new(fail)).await })
                 .await
                 .unwrap()
                 .unwrap_err();
@@ -498,18 +551,34 @@ fn a_handle_calls_and_refuses_without_the_actor() {
 /// on the callers' threads are drained like those sent to the address).
 #[test]
 fn calls_from_other_threads_racing_a_shutdown_end_in_rows_or_stopped() {
+    racing_a_shutdown(Mode::Own);
+}
+
+/// The same, with the calls hosted on the application's runtime.
+#[test]
+fn calls_from_other_threads_racing_a_shutdown_end_in_rows_or_stopped_hosted() {
+    racing_a_shutdown(Mode::Hosted);
+}
+
+// The body of the two tests above: a panic is how it fails, as in any test.
+#[allow(clippy::unwrap_used)]
+fn racing_a_shutdown(mode: Mode) {
     let pg = PgServer::start();
+    let host = std::sync::Arc::new(Host::new(mode));
     actix_test(async {
-        let warden = connected(fast_settings(&no_graph(), &pg.url())).await;
+        let warden = host.pg_started(fast_settings(&no_graph(), &pg.url())).await;
         let callers: Vec<_> = (0..4)
             .map(|_| {
                 let postgres = warden.postgres_handle();
+                let host = host.clone();
                 std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .unwrap();
-                    rt.block_on(async move {
+                    // Hosted: the caller runs on the application's runtime (its calls inside
+                    // its own task), awaited from this thread.
+                    let caller = async move {
                         let (mut rows, mut other) = (0, Vec::new());
                         let deadline = Instant::now() + Duration::from_secs(10);
                         while Instant::now() < deadline {
@@ -522,7 +591,9 @@ fn calls_from_other_threads_racing_a_shutdown_end_in_rows_or_stopped() {
                             }
                         }
                         (rows, other, false)
-                    })
+                    };
+                    rt.block_on(async move { host.spawn(caller).await })
+                        .expect("caller task")
                 })
             })
             .collect();
@@ -542,8 +613,21 @@ fn calls_from_other_threads_racing_a_shutdown_end_in_rows_or_stopped() {
 /// sampled in pg_stat_activity. It ends connected.
 #[test]
 fn fifty_flaps_never_exceed_max_connections() {
+    fifty_flaps(Mode::Own);
+}
+
+/// The same, with the calls hosted on the application's runtime.
+#[test]
+fn fifty_flaps_never_exceed_max_connections_hosted() {
+    fifty_flaps(Mode::Hosted);
+}
+
+// The body of the two tests above: a panic is how it fails, as in any test.
+#[allow(clippy::unwrap_used)]
+fn fifty_flaps(mode: Mode) {
     let pg = PgServer::start();
     let proxy = Proxy::start(pg.port);
+    let host = Host::new(mode);
     actix_test(async {
         let mut settings = through(&proxy);
         settings.postgres.max_connections = 4;
@@ -554,18 +638,18 @@ fn fifty_flaps_never_exceed_max_connections() {
         settings.postgres.probe_interval = Duration::from_millis(100);
         settings.breaker.failure_threshold = warden_actors::circuit::MAX_THRESHOLD;
         let max = i64::from(settings.postgres.max_connections);
-        let warden = connected(settings).await;
+        let warden = host.pg_started(settings).await;
         let admin = pg.admin().await;
 
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let callers: Vec<_> = (0..8)
             .map(|_| {
-                let addr = warden.postgres.clone();
+                let postgres = warden.postgres_handle();
                 let stop = stop.clone();
-                actix::spawn(async move {
+                host.spawn(async move {
                     let mut ok = 0u32;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        match addr.send(Sql::new("SELECT pg_sleep(0.005)")).await.unwrap() {
+                        match postgres.send(Sql::new("SELECT pg_sleep(0.005)")).await {
                             Ok(_) => ok += 1,
                             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                         }
@@ -695,7 +779,7 @@ fn concurrent_migrations_are_safe() {
             .fetch_one(&admin)
             .await
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n, migration_files());
         let cols: Vec<String> = sqlx::query_scalar(
             "SELECT column_name::text FROM information_schema.columns \
              WHERE table_schema = 'walltrack' AND table_name = 'config' ORDER BY ordinal_position",
@@ -776,12 +860,25 @@ fn a_panicking_actor_is_stopped_and_fatal() {
 /// stays connected and a retry would have had every chance to run.
 #[test]
 fn a_write_is_never_run_twice() {
+    write_never_twice(Mode::Own);
+}
+
+/// The same, with the calls hosted on the application's runtime.
+#[test]
+fn a_write_is_never_run_twice_hosted() {
+    write_never_twice(Mode::Hosted);
+}
+
+// The body of the two tests above: a panic is how it fails, as in any test.
+#[allow(clippy::unwrap_used)]
+fn write_never_twice(mode: Mode) {
     let pg = PgServer::start();
     let proxy = Proxy::start(pg.port);
+    let host = Host::new(mode);
     actix_test(async {
         let mut settings = through(&proxy);
         settings.retry.max_attempts = 3;
-        let warden = connected(settings).await;
+        let warden = host.pg_started(settings).await;
         warden
             .postgres
             .send(Sql::new(
@@ -790,13 +887,13 @@ fn a_write_is_never_run_twice() {
             .await
             .unwrap()
             .unwrap();
-        let addr = warden.postgres.clone();
-        let insert = actix::spawn(async move {
-            addr.send(Sql::new(
-                "INSERT INTO ledger (note) SELECT 'once' FROM pg_sleep(0.3)",
-            ))
-            .await
-            .unwrap()
+        let postgres = warden.postgres_handle();
+        let insert = host.spawn(async move {
+            postgres
+                .send(Sql::new(
+                    "INSERT INTO ledger (note) SELECT 'once' FROM pg_sleep(0.3)",
+                ))
+                .await
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Connection 0 is the probe's (the connect opens it); the pool's come later.

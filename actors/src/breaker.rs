@@ -25,6 +25,7 @@ use crate::{
     error::Database,
     guard::DeathGuard,
     health::{CircuitUpdate, HealthActor},
+    metrics::DatabaseMetrics,
 };
 
 /// One database's published circuit and the window of its recent call outcomes.
@@ -140,6 +141,8 @@ pub struct GetCircuit(pub Database);
 pub struct BreakerActor {
     board: Arc<CircuitBoard>,
     health: Addr<HealthActor>,
+    /// Where each database's circuit transitions are counted, when set.
+    metrics: Vec<(Database, DatabaseMetrics)>,
     /// Fires warden's fatal signal if this actor dies (see `guard.rs`).
     _guard: Option<DeathGuard>,
 }
@@ -150,8 +153,15 @@ impl BreakerActor {
         Self {
             board,
             health,
+            metrics: Vec::new(),
             _guard: None,
         }
+    }
+
+    /// Counts each database's circuit transitions in its metrics.
+    pub(crate) fn counted(mut self, metrics: Vec<(Database, DatabaseMetrics)>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Fires `guard` if the actor dies.
@@ -168,9 +178,17 @@ impl BreakerActor {
     /// Publishes a changed circuit, with a fresh window, and tells health why.
     fn store(&self, database: Database, circuit: Circuit, cause: Option<String>) {
         let slot = self.board.slot(database);
-        slot.circuit.store(Arc::new(circuit));
+        let now = Instant::now();
+        let before = slot.circuit.swap(Arc::new(circuit));
         slot.clear_window();
-        Self::log_change(database, &circuit, cause.as_deref(), Instant::now());
+        if let Some((_, m)) = self.metrics.iter().find(|(db, _)| *db == database) {
+            // An open circuit whose cooldown ended before its timer ticked it (a probe or a
+            // reconnect got there first) went through half-open all the same.
+            let (recorded, as_of_now) = (before.recorded_status(), before.status(now));
+            m.circuit_changed(recorded, as_of_now);
+            m.circuit_changed(as_of_now, circuit.recorded_status());
+        }
+        Self::log_change(database, &circuit, cause.as_deref(), now);
         self.health.do_send(CircuitUpdate {
             database,
             circuit,
@@ -258,5 +276,60 @@ impl Handler<GetCircuit> for BreakerActor {
 
     fn handle(&mut self, msg: GetCircuit, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.board.get(msg.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn transitions(m: &Metrics, from: &str, to: &str) -> bool {
+        let mut out = String::new();
+        m.encode_prometheus_text(&mut out).unwrap();
+        let line = format!(
+            "warden_circuit_transitions_total{{database=\"postgres\",from=\"{from}\",to=\"{to}\"}} 1\n"
+        );
+        out.contains(&line)
+    }
+
+    #[actix::test]
+    async fn every_transition_is_counted_even_a_half_open_nobody_ticked() {
+        let cooldown = Duration::from_millis(30);
+        let circuit = Circuit::new(1, cooldown, Duration::from_millis(10));
+        let board = Arc::new(CircuitBoard::new(circuit, circuit));
+        let health = HealthActor::new(
+            &[(Database::Postgres, Duration::from_secs(1), circuit)],
+            board.clone(),
+        )
+        .start();
+        let metrics = Metrics::new();
+        let breaker = BreakerActor::new(board.clone(), health).counted(vec![(
+            Database::Postgres,
+            metrics.database(Database::Postgres),
+        )]);
+        let db = Database::Postgres;
+
+        let mut c = board.get(db);
+        assert!(c.open(Instant::now()));
+        breaker.store(db, c, Some("a failure".into()));
+        assert!(transitions(&metrics, "closed", "open"));
+        // The cooldown ends and, before the timer that would store `half_open` runs, the
+        // actor reconnects: the circuit went through half-open all the same.
+        std::thread::sleep(cooldown + Duration::from_millis(5));
+        let mut c = board.get(db);
+        assert!(c.reconnected());
+        breaker.store(db, c, None);
+        assert!(transitions(&metrics, "open", "half_open"));
+        assert!(transitions(&metrics, "half_open", "closed"));
+        assert!(!transitions(&metrics, "open", "closed"));
+        // Open, and a reconnect within the cooldown: straight from open to closed.
+        let mut c = board.get(db);
+        assert!(c.open(Instant::now()));
+        breaker.store(db, c, Some("a failure".into()));
+        let mut c = board.get(db);
+        assert!(c.reconnected());
+        breaker.store(db, c, None);
+        assert!(transitions(&metrics, "open", "closed"));
     }
 }

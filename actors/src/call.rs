@@ -1,4 +1,5 @@
-//! [`Call`]: a message that, once admitted, runs by itself on its database's I/O runtime.
+//! [`Call`]: a message that, once admitted, runs by itself on its database's call runtime
+//! (warden's I/O threads by default, or the application's own: see `call_runtime.rs`).
 //!
 //! Both database actors, the breaker and health share one dedicated arbiter: a single thread,
 //! which also runs every probe. A call's driver work (encoding, socket reads and writes,
@@ -12,6 +13,7 @@
 //! thread, without the actor. Either way the call answers its caller directly.
 
 use crate::{
+    call_runtime::CallRuntime,
     connection::{ConnectionActor, Driver, Reply},
     error::WardenError,
 };
@@ -29,11 +31,11 @@ pub trait Call<D: Driver>:
     type Output: Send + 'static;
 }
 
-/// A driver's client whose calls run on an I/O runtime of their own: the one its pooled
-/// sockets belong to.
+/// A driver's client whose calls run on a runtime of their own: the one its pooled sockets
+/// belong to (warden's I/O threads, or the application's runtime: see `call_runtime.rs`).
 pub trait IoClient {
     /// Where calls with this client run.
-    fn io(&self) -> &tokio::runtime::Handle;
+    fn io(&self) -> &CallRuntime;
 }
 
 // `Start` is reachable only as a supertrait of `Call`: outside this crate it can be neither
@@ -66,8 +68,12 @@ where
 {
     match actor.admit_call() {
         Ok(admitted) => {
-            let io = admitted.client().io().clone();
-            Reply::Spawned(io, sealed::Start::start(msg, admitted))
+            let runtime = admitted.client().io().clone();
+            Reply::Spawned {
+                lost: Err(runtime.gone(D::DATABASE)),
+                runtime,
+                call: sealed::Start::start(msg, admitted),
+            }
         }
         Err(refused) => Reply::Now(Err(refused)),
     }

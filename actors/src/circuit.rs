@@ -161,6 +161,17 @@ impl Circuit {
         }
     }
 
+    /// The state as last changed, without applying the end of a cooldown by the clock: what a
+    /// transition goes from and to (an `Open` circuit read after its cooldown is still `Open`
+    /// here until [`Circuit::tick`] makes it `HalfOpen`).
+    pub fn recorded_status(&self) -> CircuitStatus {
+        match self.state {
+            CircuitState::Closed => CircuitStatus::Closed,
+            CircuitState::Open { .. } => CircuitStatus::Open,
+            CircuitState::HalfOpen { .. } => CircuitStatus::HalfOpen,
+        }
+    }
+
     /// Whether calls pass.
     pub fn is_closed(&self) -> bool {
         self.state == CircuitState::Closed

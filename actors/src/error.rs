@@ -162,6 +162,15 @@ pub enum WardenError {
         /// The database whose actor stopped.
         database: Database,
     },
+    /// The application's tokio runtime that hosts this database's calls
+    /// ([`WardenBuilder::call_runtime`](crate::WardenBuilder::call_runtime)) has shut down, so
+    /// no call can run any more. Not transient: shut warden down before that runtime, or
+    /// start another warden. The database itself may be fine (health still probes it).
+    #[error("{database} calls cannot run: the application's call runtime has shut down")]
+    CallRuntimeGone {
+        /// The database whose calls it hosted.
+        database: Database,
+    },
 }
 
 impl WardenError {
@@ -177,7 +186,8 @@ impl WardenError {
             | WardenError::Conversion { database, .. }
             | WardenError::Usage { database, .. }
             | WardenError::CommitOutcomeUnknown { database, .. }
-            | WardenError::Stopped { database } => *database,
+            | WardenError::Stopped { database }
+            | WardenError::CallRuntimeGone { database } => *database,
         }
     }
 
@@ -193,7 +203,8 @@ impl WardenError {
             | WardenError::Conversion { .. }
             | WardenError::Usage { .. }
             | WardenError::CommitOutcomeUnknown { .. }
-            | WardenError::Stopped { .. } => false,
+            | WardenError::Stopped { .. }
+            | WardenError::CallRuntimeGone { .. } => false,
         }
     }
 
@@ -239,7 +250,8 @@ impl WardenError {
             | WardenError::Unavailable { .. }
             | WardenError::Usage { .. }
             | WardenError::Conversion { .. }
-            | WardenError::Stopped { .. } => false,
+            | WardenError::Stopped { .. }
+            | WardenError::CallRuntimeGone { .. } => false,
         }
     }
 
@@ -273,6 +285,7 @@ impl WardenError {
             WardenError::Usage { .. } => "usage",
             WardenError::CommitOutcomeUnknown { .. } => "commit_outcome_unknown",
             WardenError::Stopped { .. } => "stopped",
+            WardenError::CallRuntimeGone { .. } => "call_runtime_gone",
         }
     }
 }

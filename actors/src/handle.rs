@@ -10,9 +10,10 @@
 //! The actor admits or refuses a call from state it publishes for lock-free reads (its circuit
 //! on the breaker's board, its connection state on the link). A handle reads the same state on
 //! the caller's own thread, with the same code: a refusal (stopped, open circuit, no
-//! connection) is answered there, ready on first poll; an admitted call is spawned there onto
-//! the database's I/O threads (see `call.rs`), which answer the caller directly. The arbiter
-//! never hears of either.
+//! connection) is answered there, ready on first poll; an admitted call is spawned onto the
+//! database's I/O threads (see `call.rs`), which answer the caller directly, or, when the
+//! application hosts the pools on its own runtime, runs inside the caller's task (see
+//! `call_runtime.rs`). The arbiter never hears of either.
 
 use std::{future::Future, sync::Arc};
 
@@ -62,13 +63,20 @@ impl<D: Driver> CallHandle<D> {
         &self.addr
     }
 
-    /// Admits the call here and runs it on the database's I/O threads, exactly as the actor
+    /// Admits the call here and runs it on the database's call runtime, exactly as the actor
     /// would, or refuses it at once (`Stopped`, `CircuitOpen`, `Unavailable`, with the
-    /// `retry_after` the actor would give): then the future is ready on its first poll. Like
-    /// `Addr::send`, the call starts when this is called; dropping the future stops waiting,
-    /// not the call. A panic inside a [`WithPool`](crate::WithPool) or
-    /// [`WithGraph`](crate::WithGraph) closure resumes in the awaiting task (through the
-    /// address, the caller gets a `MailboxError` instead).
+    /// `retry_after` the actor would give): then the future is ready on its first poll.
+    ///
+    /// On warden's own I/O threads (the default), the call starts when this is called, like
+    /// `Addr::send`. On a runtime the application hosts the pools on
+    /// ([`WardenBuilder::call_runtime`](crate::WardenBuilder::call_runtime)), a future awaited
+    /// there runs the call inside the awaiting task (no thread hand-off), from its first poll;
+    /// awaited anywhere else, the call is spawned there. Either way its deadline runs from
+    /// admission (here), dropping the future stops waiting, not the call, and a call whose
+    /// runtime has shut down ends with [`WardenError::CallRuntimeGone`] (or `Stopped`).
+    /// A panic inside a [`WithPool`](crate::WithPool) or [`WithGraph`](crate::WithGraph)
+    /// closure resumes in the awaiting task (through the address, the caller gets a
+    /// `MailboxError` instead).
     pub fn send<M: Call<D>>(
         &self,
         msg: M,
@@ -77,18 +85,9 @@ impl<D: Driver> CallHandle<D> {
         D::Client: IoClient,
     {
         let started = self.link.admit_call().map(|admitted| {
-            let io = admitted.client().io().clone();
-            io.spawn(Start::start(msg, admitted))
+            let runtime = admitted.client().io().clone();
+            runtime.run(Start::start(msg, admitted), D::DATABASE)
         });
-        async move {
-            match started?.await {
-                Ok(result) => result,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // The I/O runtime is gone: the actor was dropped.
-                Err(_) => Err(WardenError::Stopped {
-                    database: D::DATABASE,
-                }),
-            }
-        }
+        async move { started?.await }
     }
 }

@@ -135,6 +135,7 @@ pub struct CircuitHealth {
     /// Failures in the window that open the circuit.
     pub threshold: u32,
     /// When the circuit opened (null while closed).
+    #[serde(serialize_with = "crate::timestamp::millis_opt")]
     pub opened_at: Option<DateTime<Utc>>,
     /// How long callers are told to wait (null while closed).
     pub retry_after_ms: Option<u64>,
@@ -150,6 +151,7 @@ pub struct ComponentHealth {
     /// Round trip of the last successful probe, in milliseconds.
     pub latency_ms: Option<f64>,
     /// When a probe or connect last succeeded.
+    #[serde(serialize_with = "crate::timestamp::millis_opt")]
     pub last_ok_at: Option<DateTime<Utc>>,
     /// The last failure, sanitized.
     pub last_error: Option<String>,
@@ -158,6 +160,7 @@ pub struct ComponentHealth {
     /// Supervisor restarts so far.
     pub restarts: u32,
     /// When the next connect attempt starts (in backoff only).
+    #[serde(serialize_with = "crate::timestamp::millis_opt")]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The database's circuit.
     pub circuit: CircuitHealth,

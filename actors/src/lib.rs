@@ -8,11 +8,18 @@
 //!   [`Cypher`], [`CypherTransaction`]), its error classification and its row conversion;
 //!   [`rows`]: the result shape both share.
 //! - [`call`]: [`Call`], the messages that run on a database's own I/O threads once admitted.
+//! - [`call_runtime`]: where calls run (warden's I/O threads, or the application's runtime)
+//!   and the future a caller awaits; [`builder`]: [`WardenBuilder`], to host calls on the
+//!   application's own tokio runtime.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
 //! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox;
 //!   [`graph_sync`]: its component for the graph projection.
 //! - [`projection`]: [`ProjectorActor`], which applies the catalog's outbox to the graph.
+//! - [`heartbeat`]: [`Warden::heartbeat`], proof that every actor's mailbox drains (for a
+//!   service manager's watchdog).
 //! - [`backoff`]: the pure exponential backoff schedule.
+//! - [`metrics`]: [`Metrics`], the Prometheus registry a [`Warden`] owns: calls, probes and
+//!   circuit transitions recorded without a lock, states read from health at scrape time.
 //! - [`handle`]: [`CallHandle`], which answers a database actor's refusals (open circuit, no
 //!   connection) on the caller's thread, without a mailbox, and starts calls on the database's
 //!   I/O threads without the actor.
@@ -41,7 +48,9 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod builder;
 pub mod call;
+pub mod call_runtime;
 pub mod catalog;
 pub mod circuit;
 pub mod connection;
@@ -51,7 +60,9 @@ pub mod graph_sync;
 pub(crate) mod guard;
 pub mod handle;
 pub mod health;
+pub mod heartbeat;
 pub(crate) mod io;
+pub mod metrics;
 pub mod neo4j;
 pub mod params;
 pub mod postgres;
@@ -59,16 +70,20 @@ pub mod projection;
 pub mod rows;
 pub mod secret;
 pub mod settings;
+pub mod timestamp;
 pub mod warden;
 
 pub use crate::{
     breaker::BreakerActor,
+    builder::WardenBuilder,
     call::Call,
+    call_runtime::CallRuntime,
     circuit::Circuit,
     connection::Shutdown,
     error::{Database, TimeoutPhase, WardenError},
     handle::{CallHandle, Neo4jHandle, PostgresHandle},
     health::{GetHealth, HealthActor, HealthHandle, HealthView},
+    metrics::Metrics,
     neo4j::transaction::CypherTransaction,
     neo4j::{Cypher, Neo4jActor, WithGraph},
     postgres::transaction::{Isolation, Transaction, WithTransaction},

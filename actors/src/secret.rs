@@ -11,8 +11,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// What every secret prints as, in logs, errors, HTTP output and `check-config`.
 pub const REDACTED: &str = "***";
 
-/// A secret value. `Debug`, `Display` and `Serialize` all print [`REDACTED`]; the only way to
-/// read it is [`Secret::expose`], which is greppable on purpose.
+/// A secret value. `Debug`, `Display` and `Serialize` all print [`REDACTED`] (`Serialize` an
+/// empty string for an empty one, so that `check-config` tells an unset password from a set
+/// one; its length is all that shows); the only way to read it is [`Secret::expose`], which is
+/// greppable on purpose.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -47,7 +49,7 @@ impl fmt::Display for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(REDACTED)
+        serializer.serialize_str(if self.0.is_empty() { "" } else { REDACTED })
     }
 }
 
@@ -181,6 +183,8 @@ mod tests {
         assert_eq!(format!("{s}"), "***");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
         assert_eq!(s.expose(), "hunter2");
+        // Unset is not a secret: shown as empty, so an operator can tell it from a set one.
+        assert_eq!(serde_json::to_string(&Secret::default()).unwrap(), "\"\"");
     }
 
     #[test]

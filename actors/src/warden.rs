@@ -15,7 +15,10 @@ use tokio::sync::watch;
 use crate::{
     backoff::Backoff,
     breaker::CircuitBoard,
+    builder::WardenBuilder,
+    call_runtime::CallRuntime,
     guard::DeathGuard,
+    metrics::{Metrics, StateCollector},
     neo4j, postgres,
     projection::{self, ProjectorActor, StopProjector},
     BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle, Neo4jActor,
@@ -25,8 +28,10 @@ use crate::{
 /// The four running actors. Both database actors and the breaker share one dedicated arbiter
 /// (sockets belong to the runtime that opened them, and a busy caller thread must not delay
 /// probes); health runs there too, and HTTP workers read its published snapshot instead.
-/// PostgreSQL's calls run on its pool's own I/O threads (`postgres.io_threads`), which own the
-/// pool's sockets, so that queries can use more than the arbiter's one thread.
+/// Each database's calls run on its pool's own I/O threads (`postgres.io_threads`,
+/// `neo4j.io_threads`), which own the pool's sockets, so that queries can use more than the
+/// arbiter's one thread; or, when the application hosts them
+/// ([`WardenBuilder::call_runtime`]), on the application's runtime.
 pub struct Warden {
     /// The graph database actor: send it [`Cypher`](crate::Cypher), or call it through
     /// [`Warden::neo4j_handle`], which answers refusals without its mailbox.
@@ -49,6 +54,7 @@ pub struct Warden {
     /// `shutdown` ran (or `drop` started it): nothing left to stop.
     stopped: AtomicBool,
     arbiter: Arbiter,
+    metrics: Arc<Metrics>,
 }
 
 /// How long calls still in flight get when a `Warden` is dropped without `shutdown`.
@@ -58,15 +64,28 @@ impl Warden {
     /// Validates the settings, reads secret files, and starts the four actors in the current
     /// actix `System`. Connecting happens in the background: this returns at once, even when
     /// both databases are down.
-    pub fn start(mut settings: WardenSettings) -> Result<Warden, SettingsError> {
-        settings.load_secret_files()?;
-        settings.validate()?;
-        Self::start_validated(settings)
+    pub fn start(settings: WardenSettings) -> Result<Warden, SettingsError> {
+        Self::builder(settings).start()
     }
 
-    fn start_validated(settings: WardenSettings) -> Result<Warden, SettingsError> {
+    /// A builder for a warden with more than settings: see
+    /// [`WardenBuilder::call_runtime`] to host the databases' calls on the application's own
+    /// tokio runtime.
+    pub fn builder(settings: WardenSettings) -> WardenBuilder {
+        WardenBuilder::new(settings)
+    }
+
+    pub(crate) fn start_validated(
+        settings: WardenSettings,
+        hosted: Option<CallRuntime>,
+    ) -> Result<Warden, SettingsError> {
         // Before anything starts, so that a refusal leaves nothing running.
-        let pg_driver = postgres::PgDriver::new(settings.postgres.clone())?;
+        let mut pg_driver = postgres::PgDriver::new(settings.postgres.clone())?;
+        let mut graph_driver = neo4j::Neo4jDriver::new(settings.neo4j.clone());
+        if let Some(runtime) = hosted {
+            pg_driver = pg_driver.hosted_on(runtime.clone());
+            graph_driver = graph_driver.hosted_on(runtime);
+        }
         // The projector's listener connects on its own, with the pool's options.
         let listen_options = pg_driver.connect_options().ok();
         let arbiter = Arbiter::new();
@@ -103,11 +122,24 @@ impl Warden {
         let guard = |actor| DeathGuard::new(actor, fatal_tx.clone(), stopping.clone());
 
         let health_handle = health_actor.handle();
+        let mut metrics = Metrics::new();
+        metrics.collect(StateCollector::new(
+            health_handle.clone(),
+            vec![(Database::Postgres, pg_driver.pool_reader())],
+        ));
+        let (pg_metrics, graph_metrics) = (
+            metrics.database(Database::Postgres),
+            metrics.database(Database::Neo4j),
+        );
         let health_actor = health_actor.guarded(guard("health"));
         let health = HealthActor::start_in_arbiter(&handle, move |_| health_actor);
 
-        let breaker_actor =
-            BreakerActor::new(board.clone(), health.clone()).guarded(guard("breaker"));
+        let breaker_actor = BreakerActor::new(board.clone(), health.clone())
+            .counted(vec![
+                (Database::Postgres, pg_metrics.clone()),
+                (Database::Neo4j, graph_metrics.clone()),
+            ])
+            .guarded(guard("breaker"));
         let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
         // Only a projector that runs may fire the fatal signal: an unused guard would fire as
         // it is dropped.
@@ -121,18 +153,20 @@ impl Warden {
             breaker.clone(),
             health.clone(),
             fatal_tx.clone(),
+            pg_metrics,
         );
         let pg_link = pg.link();
         let postgres = Supervisor::start_in_arbiter(&handle, move |_| pg);
 
         let graph = Neo4jActor::new(
-            neo4j::Neo4jDriver::new(settings.neo4j.clone()),
+            graph_driver,
             &settings.backoff,
             &settings.retry,
             board,
             breaker.clone(),
             health.clone(),
             fatal_tx,
+            graph_metrics,
         );
         let graph_link = graph.link();
         let neo4j = Supervisor::start_in_arbiter(&handle, move |_| graph);
@@ -185,12 +219,18 @@ impl Warden {
             stopping,
             stopped: AtomicBool::new(false),
             arbiter,
+            metrics: Arc::new(metrics),
         })
     }
 
     /// The graph projector, when `projection.enabled`.
     pub fn projector(&self) -> Option<&Addr<ProjectorActor>> {
         self.projector.as_ref().map(|(addr, _)| addr)
+    }
+
+    /// warden's Prometheus metrics (see [`Metrics`]): encode its registry to expose them.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// A reader of the latest health snapshot, for any thread, without a mailbox round trip.

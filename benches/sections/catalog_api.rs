@@ -162,6 +162,7 @@ fn post_script() -> String {
         .replace('\'', "\\'");
     format!(
         "wrk.method = \"POST\"\n\
+         wrk.path = \"/api/v1/recordings\"\n\
          wrk.body = '{body}'\n\
          wrk.headers[\"Content-Type\"] = \"application/json\"\n\
          wrk.headers[\"Authorization\"] = \"Bearer {TOKEN}\"\n"
@@ -313,13 +314,17 @@ pub fn catalog(args: &Args, rows: &mut Vec<Row>) {
                 "",
                 None,
             );
+            // A path with failed calls measured something else than the catalog.
+            let clean = [direct, library, http]
+                .iter()
+                .all(|p| p.iter().all(|l| l.errors == 0));
             let ratio = median_ratio(http, direct);
             row(
                 rows,
                 format!("catalog {what} ×{n}: HTTP ÷ direct (median of {rounds} rounds)"),
                 ratio_text(http, direct),
                 "≥ 70 %",
-                Some(ratio >= 0.7),
+                Some(ratio >= 0.7 && clean),
             );
         }
     }

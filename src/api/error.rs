@@ -70,6 +70,13 @@ pub enum ApiError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The body did not arrive in time (see `extract::BODY_TIMEOUT`). 408; nothing was read
+    /// into the catalog.
+    #[error("the body did not arrive within {}s", after.as_secs())]
+    BodyTimeout {
+        /// The bound.
+        after: Duration,
+    },
     /// PostgreSQL is down, its circuit is open, or a call timed out; nothing was written.
     /// 503 with `Retry-After`.
     #[error("the database is unavailable: {message}")]
@@ -100,6 +107,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "conflict",
             ApiError::Invalid { .. } => "invalid_input",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyTimeout { .. } => "request_timeout",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::Internal(_) => "internal_error",
@@ -139,6 +147,7 @@ impl ApiError {
             ApiError::Conflict { field, .. } => json!({"field": field, "reason": "already taken"}),
             ApiError::NotFound { what } => json!({"resource": what}),
             ApiError::PayloadTooLarge { limit } => json!({"limit_bytes": limit}),
+            ApiError::BodyTimeout { after } => json!({"timeout_seconds": after.as_secs()}),
             ApiError::MethodNotAllowed { allow, .. } => {
                 json!({"allow": allow.split(", ").collect::<Vec<_>>()})
             }
@@ -187,6 +196,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid { .. } | ApiError::PayloadTooLarge { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OutcomeUnknown(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -11,9 +11,16 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 
-/// The largest body the API reads: 1 MB (MiB), enough for a recording with 256 metadata
-/// entries and 2000 tracks, and small enough that a worker holds few of them at once.
+/// The largest body the API reads: 1 MB (MiB), the catalog's contract. A recording with a
+/// 2000-track tracklist of ordinary titles is about 200 KB; a body at the library's own
+/// ceilings (256 metadata values of 64 KiB) is not: such data has to arrive in several
+/// requests (one `PUT .../metadata/{key}` each). Bounded so that a worker holds little.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// How long a body may take to arrive once the request head is in. actix-web bounds the head
+/// (5 s, see `web.rs`) but not the body: without this a client could hold a connection and up
+/// to [`BODY_LIMIT`] of memory by sending a byte now and then.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How much of a bad path segment an error quotes back.
 const QUOTE_LIMIT: usize = 64;
@@ -33,14 +40,22 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         let mut payload = payload.take();
         Box::pin(async move {
             checked?;
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::invalid("body", e.to_string()))?;
-                if body.len() + chunk.len() > BODY_LIMIT {
-                    return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
+            let read = async {
+                let mut body = BytesMut::new();
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk.map_err(|e| ApiError::invalid("body", e.to_string()))?;
+                    if body.len() + chunk.len() > BODY_LIMIT {
+                        return Err(ApiError::PayloadTooLarge { limit: BODY_LIMIT });
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
-            }
+                Ok(body)
+            };
+            let body = actix_web::rt::time::timeout(BODY_TIMEOUT, read)
+                .await
+                .map_err(|_| ApiError::BodyTimeout {
+                    after: BODY_TIMEOUT,
+                })??;
             parse(&body).map(JsonBody)
         })
     }

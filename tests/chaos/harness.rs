@@ -295,6 +295,7 @@ fn kind(e: &WardenError) -> &'static str {
         WardenError::Usage { .. } => "Usage",
         WardenError::CommitOutcomeUnknown { .. } => "CommitOutcomeUnknown",
         WardenError::Stopped { .. } => "Stopped",
+        WardenError::CallRuntimeGone { .. } => "CallRuntimeGone",
     }
 }
 

@@ -6,8 +6,11 @@
 //! which `scripts/test` runs first; a test run without them fails with that hint.
 #![allow(dead_code)]
 
+pub mod catalog;
 pub mod daemon;
+pub mod datagram;
 pub mod graph;
+pub mod mode;
 pub mod pg;
 pub mod proxy;
 

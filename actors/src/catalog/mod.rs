@@ -46,13 +46,14 @@ mod write;
 
 use std::sync::Arc;
 
-use uuid::Uuid;
-
 pub use error::CatalogError;
 pub use model::{
     ListQuery, NewRecording, Page, Recording, RecordingPatch, Track, Tracklist, TracklistInput,
     DEFAULT_LIMIT, MAX_LIMIT,
 };
+/// The id type of every catalog row, re-exported so that callers (the HTTP API parsing a path)
+/// need no `uuid` dependency of their own.
+pub use uuid::Uuid;
 pub use validate::{
     MAX_KEY_BYTES, MAX_METADATA_ENTRIES, MAX_PATH_BYTES, MAX_SOURCE_BYTES, MAX_TRACKS,
     MAX_TRACK_TEXT_BYTES, MAX_VALUE_BYTES,

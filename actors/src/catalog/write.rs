@@ -272,6 +272,7 @@ where
 {
     let conflict: Arc<Mutex<Option<&'static str>>> = Arc::default();
     let seen = conflict.clone();
+    // The closures are this module's own plain statements: no session reset needed.
     let call = WithTransaction::new(move |conn| {
         let seen = seen.clone();
         set(&seen, None);
@@ -283,7 +284,8 @@ where
                 }
             })
         })
-    });
+    })
+    .plain();
     match pg.send(call).await {
         Ok(Outcome::Done(value)) => Ok(value),
         Ok(Outcome::Missing(what)) => Err(CatalogError::NotFound { what }),

@@ -20,6 +20,7 @@ use crate::{
     circuit::CircuitStatus,
     error::{TimeoutPhase, WardenError},
     health::{ComponentReport, ComponentUpdate, ConnState, HealthActor},
+    metrics::DatabaseMetrics,
     settings::{BackoffSettings, RetrySettings},
 };
 
@@ -97,7 +98,9 @@ pub struct ConnectionActor<D: Driver> {
 }
 
 impl<D: Driver> ConnectionActor<D> {
-    /// An actor for `driver`; start it with `Supervisor::start_in_arbiter`.
+    /// An actor for `driver`; start it with `Supervisor::start_in_arbiter`. Its calls and
+    /// probes are counted in `metrics`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         driver: D,
         backoff: &BackoffSettings,
@@ -106,6 +109,7 @@ impl<D: Driver> ConnectionActor<D> {
         breaker: Addr<BreakerActor>,
         health: Addr<HealthActor>,
         fatal: FatalSender,
+        metrics: DatabaseMetrics,
     ) -> Self {
         let timings = driver.timings();
         let link = Arc::new(Link::new(
@@ -115,6 +119,7 @@ impl<D: Driver> ConnectionActor<D> {
             *retry,
             backoff.jitter,
             timings,
+            metrics,
         ));
         Self {
             driver,
@@ -279,6 +284,7 @@ impl<D: Driver> ConnectionActor<D> {
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.probe_in_flight = false;
+            act.link.metrics.probe_ended(started.elapsed());
             if generation != act.generation {
                 return;
             }

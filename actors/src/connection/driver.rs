@@ -84,6 +84,19 @@ impl<T: Clone> PoolSlot<T> {
         }
     }
 
+    /// The pool, if open, without opening it: for readers such as a metrics scrape (the lock
+    /// is held for a clone, never across an await).
+    pub(crate) fn peek(&self) -> Option<T> {
+        match &*self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Slot::Open(pool) => Some(pool.clone()),
+            Slot::Empty | Slot::Closed => None,
+        }
+    }
+
     /// Takes the pool out for closing; later connects get `None`.
     pub(crate) fn close(&self) -> Option<T> {
         let mut slot = self
@@ -104,9 +117,12 @@ mod tests {
     #[test]
     fn a_pool_slot_opens_once_and_stays_closed() {
         let slot = PoolSlot::new();
+        assert_eq!(slot.peek(), None);
         assert_eq!(slot.get_or_open(|| 1), Some(1));
         assert_eq!(slot.get_or_open(|| 2), Some(1));
+        assert_eq!(slot.peek(), Some(1));
         assert_eq!(slot.close(), Some(1));
+        assert_eq!(slot.peek(), None);
         assert_eq!(slot.get_or_open(|| 3), None);
         assert_eq!(slot.close(), None);
     }

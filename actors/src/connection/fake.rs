@@ -134,6 +134,7 @@ mod tests {
             breaker,
             health,
             Arc::new(fatal_tx),
+            crate::metrics::DatabaseMetrics::detached(),
         );
         let actor = Supervisor::start(move |_| actor);
         Harness {

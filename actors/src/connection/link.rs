@@ -19,6 +19,7 @@ use super::{driver::Timings, retry::Failed};
 use crate::{
     breaker::{BreakerActor, CircuitBoard, Trip},
     error::{Database, WardenError},
+    metrics::{DatabaseMetrics, Outcome},
     settings::RetrySettings,
 };
 
@@ -52,6 +53,8 @@ pub(crate) struct Link<C> {
     pub(super) permits: tokio::sync::Semaphore,
     pub(super) in_flight: AtomicUsize,
     pub(super) idle: Notify,
+    /// Where each call's outcome and duration are counted (atomic adds, no lock).
+    pub(super) metrics: DatabaseMetrics,
 }
 
 /// A call's admission: the client to use, the generation it belongs to, its deadline and its
@@ -100,7 +103,21 @@ impl<C: Clone + 'static> Admitted<C> {
             Err(e) if e.counts_against_circuit() => link.report(Some(e)),
             Err(_) => {}
         }
+        // Admitted at `deadline - query_timeout`: no clock read at admission just for this.
+        let admitted_at = deadline.checked_sub(link.query_timeout);
+        link.metrics
+            .call_ended(Outcome::of(&result), admitted_at.map(|at| at.elapsed()));
         result
+    }
+
+    /// Ends an admitted call that cannot start (its parameters are out of bounds) with
+    /// `refused`, counted as the call's outcome.
+    pub(crate) fn refuse(self, refused: WardenError) -> WardenError {
+        self.in_flight
+            .0
+            .metrics
+            .call_ended(Outcome::of_error(&refused), None);
+        refused
     }
 }
 
@@ -124,6 +141,7 @@ impl<C: Clone + 'static> Link<C> {
         retry: RetrySettings,
         jitter: f64,
         timings: Timings,
+        metrics: DatabaseMetrics,
     ) -> Self {
         Self {
             database,
@@ -139,6 +157,7 @@ impl<C: Clone + 'static> Link<C> {
             permits: tokio::sync::Semaphore::new(timings.call_slots.max(1)),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            metrics,
         }
     }
     /// Admits a call, or refuses it at once (an open circuit, no connection), so that a
@@ -151,15 +170,17 @@ impl<C: Clone + 'static> Link<C> {
     /// between: either this admission sees `Stopped`, or the drain sees the call and waits for
     /// it. Refusals are never counted.
     pub(crate) fn admit_call(self: &Arc<Self>) -> Result<Admitted<C>, WardenError> {
-        let (client, generation) = self.admit()?;
+        let (client, generation) = self.admit().inspect_err(|e| self.refused(e))?;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let in_flight = InFlight(Arc::clone(self));
         std::sync::atomic::fence(Ordering::SeqCst);
         if matches!(**self.state.load(), LinkState::Stopped) {
             // The guard drops: the call is uncounted again.
-            return Err(WardenError::Stopped {
+            let stopped = WardenError::Stopped {
                 database: self.database,
-            });
+            };
+            self.refused(&stopped);
+            return Err(stopped);
         }
         Ok(Admitted {
             client,
@@ -167,6 +188,11 @@ impl<C: Clone + 'static> Link<C> {
             deadline: Instant::now() + self.query_timeout,
             in_flight,
         })
+    }
+
+    /// Counts a call refused at admission (not timed: it never started).
+    fn refused(&self, e: &WardenError) {
+        self.metrics.call_ended(Outcome::of_error(e), None);
     }
 
     /// The client and generation for an attempt, or one of the refusals that cost nothing.
@@ -272,6 +298,7 @@ mod tests {
             RetrySettings::default(),
             0.0,
             timings,
+            crate::metrics::DatabaseMetrics::detached(),
         ));
         link.state.store(Arc::new(LinkState::Connected {
             client: (),

@@ -3,6 +3,8 @@
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
 
+use crate::call_runtime::CallRuntime;
+
 /// A database actor's answer to a call: known at once (a refusal by the circuit or the link
 /// state), sent back without spawning anything, or a future that runs by itself, detached
 /// from the actor's context (so a restart cannot drop it), on the runtime its driver runs
@@ -11,8 +13,16 @@ use futures_util::future::BoxFuture;
 pub enum Reply<T> {
     /// The answer, now.
     Now(T),
-    /// The answer, later, from a future on the database's own I/O threads.
-    Spawned(tokio::runtime::Handle, BoxFuture<'static, T>),
+    /// The answer, later, from a future on the database's call runtime; or `lost` if that
+    /// runtime has shut down and drops the future unrun.
+    Spawned {
+        /// Where the future runs.
+        runtime: CallRuntime,
+        /// The call.
+        call: BoxFuture<'static, T>,
+        /// The answer when the runtime is gone.
+        lost: T,
+    },
 }
 
 impl<A, M, T> actix::dev::MessageResponse<A, M> for Reply<T>
@@ -30,9 +40,11 @@ where
         };
         match self {
             Reply::Now(value) => answer(value),
-            Reply::Spawned(runtime, fut) => {
-                runtime.spawn(async move { answer(fut.await) });
-            }
+            Reply::Spawned {
+                runtime,
+                call,
+                lost,
+            } => runtime.spawn_answering(call, lost, answer),
         }
     }
 }

@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     call::{self, sealed::Start, Call, IoClient},
+    call_runtime::CallRuntime,
     connection::{
         Admitted, Committing, ConnectFuture, ConnectionActor, Driver, Failed, PoolSlot, Reply,
         Timings,
@@ -98,7 +99,7 @@ impl<T: Send + 'static> WithGraph<T> {
 #[derive(Clone)]
 pub struct GraphClient {
     graph: Graph,
-    io: tokio::runtime::Handle,
+    io: CallRuntime,
     secrets: Arc<Vec<Secret>>,
 }
 
@@ -115,7 +116,7 @@ impl GraphClient {
 }
 
 impl IoClient for GraphClient {
-    fn io(&self) -> &tokio::runtime::Handle {
+    fn io(&self) -> &CallRuntime {
         &self.io
     }
 }
@@ -132,6 +133,8 @@ pub struct Neo4jDriver {
     /// The graph's I/O threads, started with the first connect and stopped when the actor is
     /// dropped, after the graph has been closed.
     io: Arc<OnceLock<IoRuntime>>,
+    /// The application's runtime that hosts the graph and its calls instead of `io`, if any.
+    hosted: Option<CallRuntime>,
     /// Scrubbed from every error text.
     secrets: Arc<Vec<Secret>>,
 }
@@ -144,8 +147,16 @@ impl Neo4jDriver {
             settings,
             graph: Arc::new(PoolSlot::new()),
             io: Arc::new(OnceLock::new()),
+            hosted: None,
             secrets,
         }
+    }
+
+    /// Hosts the graph's pool and its calls on an application's runtime instead of I/O
+    /// threads of warden's own (see `call_runtime.rs`).
+    pub(crate) fn hosted_on(mut self, runtime: CallRuntime) -> Self {
+        self.hosted = Some(runtime);
+        self
     }
 }
 
@@ -169,6 +180,7 @@ impl Driver for Neo4jDriver {
         let s = self.settings.clone();
         let slot = self.graph.clone();
         let io_cell = self.io.clone();
+        let hosted = self.hosted.clone();
         let shared_secrets = self.secrets.clone();
         Box::pin(async move {
             let secrets: &[Secret] = &shared_secrets;
@@ -192,23 +204,24 @@ impl Driver for Neo4jDriver {
             ping(&probe)
                 .await
                 .map_err(|e| from_neo4rs(&e, t, secrets))?;
-            let io = match io_cell.get() {
-                Some(io) => io.handle().clone(),
-                None => {
+            let io = match (hosted, io_cell.get()) {
+                (Some(hosted), _) => hosted,
+                (None, Some(io)) => CallRuntime::own(io.handle().clone()),
+                (None, None) => {
                     let io = IoRuntime::new("warden-neo4j-io", s.io_threads).map_err(|e| {
                         WardenError::Connection {
                             database: Database::Neo4j,
                             message: format!("cannot start the graph's I/O threads: {e}"),
                         }
                     })?;
-                    io_cell.get_or_init(|| io).handle().clone()
+                    CallRuntime::own(io_cell.get_or_init(|| io).handle().clone())
                 }
             };
             // Creating a graph opens nothing, so it is cheap to build one that loses the race.
             // It is created inside the I/O runtime, where every call that opens its pooled
             // connections runs, so that anything it starts belongs there too.
             let shared = {
-                let _inside = io.enter();
+                let _inside = io.handle().enter();
                 Graph::connect(config(s.max_connections.saturating_sub(1).max(1))?)
                     .map_err(|e| from_neo4rs(&e, t, secrets))?
             };
@@ -261,7 +274,7 @@ mod starts {
     impl Start<Neo4jDriver> for Cypher {
         fn start(mut self, admitted: Admitted<GraphClient>) -> BoxFuture<'static, Self::Result> {
             if let Some(refused) = refuse_params(&mut self.params, "") {
-                return Box::pin(std::future::ready(Err(refused)));
+                return Box::pin(std::future::ready(Err(admitted.refuse(refused))));
             }
             Box::pin(async move { admitted.call(|client| execute(client, &self)).await })
         }
@@ -282,7 +295,7 @@ mod starts {
             for (i, cypher) in self.statements.iter_mut().enumerate() {
                 let place = format!("statement {} of the transaction: ", i + 1);
                 if let Some(refused) = refuse_params(&mut cypher.params, &place) {
-                    return Box::pin(std::future::ready(Err(refused)));
+                    return Box::pin(std::future::ready(Err(admitted.refuse(refused))));
                 }
             }
             let committing = Committing::default();

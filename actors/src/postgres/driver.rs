@@ -18,6 +18,7 @@ use url::Url;
 use super::migrate::migrate_on;
 use crate::{
     call::IoClient,
+    call_runtime::CallRuntime,
     connection::{ConnectFuture, Driver, PoolSlot, Timings},
     error::{Database, WardenError},
     io::IoRuntime,
@@ -38,7 +39,7 @@ pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
 #[derive(Clone)]
 pub struct PgClient {
     pub(super) pool: PgPool,
-    pub(super) io: tokio::runtime::Handle,
+    pub(super) io: CallRuntime,
     trust: Arc<TrustedSince>,
     pub(super) untrusted: Arc<Untrusted>,
     pub(super) bounds: PgBounds,
@@ -85,6 +86,8 @@ pub struct PgDriver {
     /// The pool's I/O threads, started with the first connect and stopped when the actor is
     /// dropped, after the pool has closed.
     pub(super) io: Arc<OnceLock<IoRuntime>>,
+    /// The application's runtime that hosts the pool and its calls instead of `io`, if any.
+    hosted: Option<CallRuntime>,
     /// Idle connections released before this moment (the last successful connect, or the last
     /// connection-class failure of a call) are pinged before use.
     trust: Arc<TrustedSince>,
@@ -113,11 +116,33 @@ impl PgDriver {
             password,
             pool: Arc::new(PoolSlot::new()),
             io: Arc::new(OnceLock::new()),
+            hosted: None,
             trust: Arc::new(TrustedSince::new()),
             untrusted: Arc::new(Untrusted::new()),
             secrets: Arc::new(secrets),
             migrated: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Reads the shared pool's counts for a metrics scrape: two atomic loads in sqlx, no
+    /// round trip; `None` before the first connect and after shutdown.
+    pub(crate) fn pool_reader(&self) -> crate::metrics::PoolReader {
+        let slot = self.pool.clone();
+        let max = self.settings.max_connections.saturating_sub(1).max(1);
+        Box::new(move || {
+            slot.peek().map(|client| crate::metrics::PoolStats {
+                size: client.pool.size(),
+                idle: u32::try_from(client.pool.num_idle()).unwrap_or(u32::MAX),
+                max,
+            })
+        })
+    }
+
+    /// Hosts the pool and its calls on an application's runtime instead of I/O threads of
+    /// warden's own (see `call_runtime.rs`).
+    pub(crate) fn hosted_on(mut self, runtime: CallRuntime) -> Self {
+        self.hosted = Some(runtime);
+        self
     }
 
     fn bounds(&self) -> PgBounds {
@@ -263,6 +288,7 @@ impl Driver for PgDriver {
         let migrated = self.migrated.clone();
         let cell = self.pool.clone();
         let io_cell = self.io.clone();
+        let hosted = self.hosted.clone();
         let trust = self.trust.clone();
         let untrusted = self.untrusted.clone();
         let pool_options = self.pool_options();
@@ -299,22 +325,23 @@ impl Driver for PgDriver {
                 return Err(e);
             }
             trust.mark();
-            let io = match io_cell.get() {
-                Some(io) => io.handle().clone(),
-                None => {
+            let io = match (hosted, io_cell.get()) {
+                (Some(hosted), _) => hosted,
+                (None, Some(io)) => CallRuntime::own(io.handle().clone()),
+                (None, None) => {
                     let io = IoRuntime::new("warden-pg-io", s.io_threads).map_err(|e| {
                         WardenError::Connection {
                             database: Database::Postgres,
                             message: format!("cannot start the pool's I/O threads: {e}"),
                         }
                     })?;
-                    io_cell.get_or_init(|| io).handle().clone()
+                    CallRuntime::own(io_cell.get_or_init(|| io).handle().clone())
                 }
             };
             let client = cell.get_or_open(|| {
-                // Created inside the I/O runtime: the pool's own tasks (the reaper, refills
+                // Created inside the call runtime: the pool's own tasks (the reaper, refills
                 // to min_connections) run there, so every pooled socket belongs to it.
-                let _inside = io.enter();
+                let _inside = io.handle().enter();
                 PgClient {
                     pool: pool_options.connect_lazy_with(opts),
                     io: io.clone(),
@@ -359,7 +386,7 @@ impl Driver for PgDriver {
 }
 
 impl IoClient for PgClient {
-    fn io(&self) -> &tokio::runtime::Handle {
+    fn io(&self) -> &CallRuntime {
         &self.io
     }
 }

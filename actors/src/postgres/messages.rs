@@ -78,7 +78,7 @@ mod starts {
     impl Start<PgDriver> for Sql {
         fn start(mut self, admitted: Admitted<PgClient>) -> BoxFuture<'static, Self::Result> {
             if let Some(refused) = refuse_params(&mut self.params, "") {
-                return Box::pin(std::future::ready(Err(refused)));
+                return Box::pin(std::future::ready(Err(admitted.refuse(refused))));
             }
             Box::pin(async move { admitted.call(|client| execute(client, &self)).await })
         }
@@ -100,7 +100,7 @@ mod starts {
             for (i, sql) in self.statements.iter_mut().enumerate() {
                 let place = format!("statement {} of the transaction: ", i + 1);
                 if let Some(refused) = refuse_params(&mut sql.params, &place) {
-                    return Box::pin(std::future::ready(Err(refused)));
+                    return Box::pin(std::future::ready(Err(admitted.refuse(refused))));
                 }
             }
             let committing = Committing::default();

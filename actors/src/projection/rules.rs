@@ -37,7 +37,8 @@ pub fn disposition(error: &WardenError) -> Disposition {
         | WardenError::Connection { .. }
         | WardenError::Authentication { .. }
         | WardenError::CommitOutcomeUnknown { .. }
-        | WardenError::Stopped { .. } => Disposition::Release,
+        | WardenError::Stopped { .. }
+        | WardenError::CallRuntimeGone { .. } => Disposition::Release,
     }
 }
 
