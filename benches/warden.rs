@@ -34,6 +34,8 @@
 //!   and `/metrics` scrapes under that load (`warden/metrics.rs`).
 //! - `console`: `/health/detailed` under wrk with no console tab open, and with 20 tabs
 //!   polling as the page does (see `console/tabs.rs`), in alternating rounds.
+//! - `projection`: events/s the graph projector applies, against direct `UNWIND` writes of
+//!   the same rows (see `sections/projection.rs`).
 
 #[path = "console/tabs.rs"]
 mod console_tabs;
@@ -41,10 +43,15 @@ mod console_tabs;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "../tests/projection/catalog.rs"]
+#[allow(dead_code)]
+mod catalog;
 #[path = "sections/catalog_api.rs"]
 mod catalog_api;
 #[path = "warden/metrics.rs"]
 mod metrics;
+#[path = "sections/projection.rs"]
+mod projection;
 
 use std::{
     future::Future,
@@ -178,6 +185,9 @@ fn main() {
     }
     if args.wants("metrics") {
         metrics::metrics_cost(&args, &mut rows);
+    }
+    if args.wants("projection") {
+        projection::projection(&mut rows);
     }
     println!();
     println!("| benchmark | measured | target | met |");
@@ -620,6 +630,7 @@ where
 
 fn bench_settings(pg: &PgServer, graph_uri: &str) -> WardenSettings {
     let mut s = WardenSettings::default();
+    s.projection.enabled = false;
     s.postgres.url = pg.url();
     s.postgres.max_connections = POOL + 1;
     s.postgres.min_connections = 0;

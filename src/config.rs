@@ -18,7 +18,9 @@ use warden_actors::settings::{
     BackoffSettings, BreakerSettings, Neo4jSettings, PostgresSettings, RetrySettings,
     MAX_SUPERVISION_DELAY,
 };
-use warden_actors::{runtime::TableSettings, Secret, SettingsError, WardenSettings};
+use warden_actors::{
+    runtime::TableSettings, ProjectionSettings, Secret, SettingsError, WardenSettings,
+};
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/warden/warden.toml";
@@ -63,6 +65,8 @@ pub struct DaemonConfig {
     /// Which keys the file and the environment set (for the settings API).
     #[serde(skip)]
     pub origins: crate::api::settings::origins::Origins,
+    /// `[projection]`.
+    pub projection: ProjectionSettings,
 }
 
 impl Default for DaemonConfig {
@@ -78,6 +82,7 @@ impl Default for DaemonConfig {
             breaker: BreakerSettings::default(),
             runtime_settings: TableSettings::default(),
             origins: Default::default(),
+            projection: ProjectionSettings::default(),
         }
     }
 }
@@ -324,6 +329,7 @@ impl DaemonConfig {
             backoff: self.backoff,
             retry: self.retry,
             breaker: self.breaker,
+            projection: self.projection,
         }
     }
 

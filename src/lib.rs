@@ -14,6 +14,7 @@
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`systemd`]: `Type=notify`: readiness, status, the watchdog, stopping.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
+//! - [`project`]: `project --rebuild` and `outbox retry`.
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod journald;
 pub mod logging;
 pub mod metrics;
 pub mod process;
+pub mod project;
 pub mod shutdown;
 pub mod systemd;
 pub mod web;

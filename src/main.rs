@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use warden::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, OutboxCommand},
     config::{self, DaemonConfig, EX_CONFIG},
-    daemon, logging,
+    daemon, logging, project,
 };
 
 fn main() -> ExitCode {
@@ -29,6 +29,16 @@ fn main() -> ExitCode {
         Command::Run => {
             logging::init(&cfg.log);
             daemon::run(cfg)
+        }
+        Command::Project { .. } => {
+            logging::init(&cfg.log);
+            project::rebuild(cfg)
+        }
+        Command::Outbox {
+            action: OutboxCommand::Retry { id, all_dead: _ },
+        } => {
+            logging::init(&cfg.log);
+            project::retry(cfg, id)
         }
     }
 }

@@ -25,6 +25,7 @@ use actix_web::{
 use chrono::Utc;
 use serde::Serialize;
 use warden_actors::{
+    graph_sync::GraphSyncHealth,
     health::{ComponentHealth, HealthSnapshot},
     Database, HealthHandle, HealthView,
 };
@@ -78,10 +79,19 @@ struct Detailed<'a> {
     timestamp: String,
     version: &'static str,
     uptime_seconds: u64,
-    components: &'a std::collections::BTreeMap<Database, ComponentHealth>,
+    components: Components<'a>,
     /// What became of the `config` table (with the console only).
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<Arc<warden_actors::runtime::TableStatus>>,
+}
+
+/// Both databases, and `graph_sync` when a projector runs.
+#[derive(Serialize)]
+struct Components<'a> {
+    #[serde(flatten)]
+    databases: &'a std::collections::BTreeMap<Database, ComponentHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph_sync: Option<&'a GraphSyncHealth>,
 }
 
 fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
@@ -90,7 +100,10 @@ fn detailed_body(state: &AppState, view: &HealthView) -> Vec<u8> {
         timestamp: warden_actors::timestamp::format(&Utc::now()),
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
-        components: &view.components,
+        components: Components {
+            databases: &view.components,
+            graph_sync: view.graph_sync.as_ref(),
+        },
         config: state.console.as_ref().map(crate::console::config_health),
     };
     // Serializing plain data into a Vec cannot fail.

@@ -21,6 +21,7 @@ use crate::{
     breaker::CircuitBoard,
     circuit::{Circuit, CircuitStatus, Window},
     error::Database,
+    graph_sync::{GraphSyncEntry, GraphSyncHealth, GraphSyncReport},
     guard::DeathGuard,
 };
 
@@ -118,6 +119,8 @@ struct Entry {
 pub struct HealthSnapshot {
     entries: BTreeMap<Database, Entry>,
     board: Option<Arc<CircuitBoard>>,
+    /// The graph projection, once its projector has reported (see `graph_sync.rs`).
+    graph_sync: Option<GraphSyncEntry>,
 }
 
 /// The circuit part of a component's health.
@@ -171,16 +174,21 @@ pub struct ComponentHealth {
 pub struct HealthView {
     /// One entry per database, keyed `neo4j` and `postgres`.
     pub components: BTreeMap<Database, ComponentHealth>,
+    /// The graph projection, when a projector runs in this process.
+    pub graph_sync: Option<GraphSyncHealth>,
 }
 
 impl HealthView {
-    /// Every database is healthy: connected, reporting, circuit closed.
+    /// Every database is healthy (connected, reporting, circuit closed) and so is the graph
+    /// projection, if any.
     pub fn all_healthy(&self) -> bool {
         self.components.values().all(|c| c.healthy)
+            && self.graph_sync.as_ref().is_none_or(|g| g.healthy)
     }
 
     /// Ready to serve: every database connected and no circuit open or half-open. Can flip back
-    /// to not ready at any time, when a probe fails or a circuit opens.
+    /// to not ready at any time, when a probe fails or a circuit opens. The graph projection's
+    /// lag never makes warden unready: the catalog keeps taking writes.
     pub fn ready(&self) -> bool {
         self.components.values().all(|c| {
             c.status == ComponentStatus::Connected && c.circuit.state == CircuitStatus::Closed
@@ -212,7 +220,10 @@ impl HealthSnapshot {
                 (*db, e.view(now, wall, window))
             })
             .collect();
-        HealthView { components }
+        HealthView {
+            components,
+            graph_sync: self.graph_sync.as_ref().map(|g| g.view(now, wall)),
+        }
     }
 }
 
@@ -400,6 +411,7 @@ impl HealthActor {
         let snapshot = HealthSnapshot {
             entries,
             board: Some(board),
+            graph_sync: None,
         };
         let published = Arc::new(ArcSwap::from_pointee(snapshot.clone()));
         Self {
@@ -468,6 +480,23 @@ impl Handler<StaleAfter> for HealthActor {
             entry.stale_after = msg.stale_after;
             self.publish();
         }
+    }
+}
+
+/// The projector's latest count of its outbox.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct GraphSyncUpdate(pub GraphSyncReport);
+
+impl Handler<GraphSyncUpdate> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GraphSyncUpdate, _: &mut Self::Context) {
+        self.snapshot.graph_sync = Some(GraphSyncEntry {
+            report: msg.0,
+            at: Instant::now(),
+        });
+        self.publish();
     }
 }
 

@@ -12,7 +12,9 @@
 //!   and the future a caller awaits; [`builder`]: [`WardenBuilder`], to host calls on the
 //!   application's own tokio runtime.
 //! - [`breaker`]: [`BreakerActor`], over the pure state machine in [`circuit`].
-//! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox.
+//! - [`health`]: [`HealthActor`] and the snapshot HTTP workers read without a mailbox;
+//!   [`graph_sync`]: its component for the graph projection.
+//! - [`projection`]: [`ProjectorActor`], which applies the catalog's outbox to the graph.
 //! - [`heartbeat`]: [`Warden::heartbeat`], proof that every actor's mailbox drains (for a
 //!   service manager's watchdog).
 //! - [`backoff`]: the pure exponential backoff schedule.
@@ -56,6 +58,7 @@ pub mod circuit;
 pub mod connection;
 pub mod error;
 pub mod faults;
+pub mod graph_sync;
 pub(crate) mod guard;
 pub mod handle;
 pub mod health;
@@ -65,6 +68,7 @@ pub mod metrics;
 pub mod neo4j;
 pub mod params;
 pub mod postgres;
+pub mod projection;
 pub mod rows;
 pub mod runtime;
 pub mod secret;
@@ -87,6 +91,7 @@ pub use crate::{
     neo4j::{Cypher, Neo4jActor, WithGraph},
     postgres::transaction::{Isolation, Transaction, WithTransaction},
     postgres::{PostgresActor, Sql, WithPool},
+    projection::{ProjectionSettings, ProjectorActor},
     rows::Rows,
     secret::Secret,
     settings::{SettingsError, WardenSettings},

@@ -13,12 +13,14 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::{
+    backoff::Backoff,
     breaker::CircuitBoard,
     builder::WardenBuilder,
     call_runtime::CallRuntime,
     guard::DeathGuard,
     metrics::{Metrics, StateCollector},
     neo4j, postgres,
+    projection::{self, ProjectorActor, StopProjector},
     runtime::{RuntimeSettings, RuntimeSettingsHandle, TableSettings, Tunables},
     BreakerActor, CallHandle, Circuit, Database, HealthActor, HealthHandle, Neo4jActor,
     Neo4jHandle, PostgresActor, PostgresHandle, SettingsError, Shutdown, WardenSettings,
@@ -42,6 +44,8 @@ pub struct Warden {
     pub breaker: Addr<BreakerActor>,
     /// The health aggregate: send it [`GetHealth`](crate::GetHealth), or read [`Warden::health_handle`].
     pub health: Addr<HealthActor>,
+    /// The graph projector, on an arbiter of its own, when `projection.enabled`.
+    projector: Option<(Addr<ProjectorActor>, Arbiter)>,
     health_handle: HealthHandle,
     postgres_handle: PostgresHandle,
     neo4j_handle: Neo4jHandle,
@@ -92,6 +96,8 @@ impl Warden {
             pg_driver = pg_driver.hosted_on(runtime.clone());
             graph_driver = graph_driver.hosted_on(runtime);
         }
+        // The projector's listener connects on its own, with the pool's options.
+        let listen_options = pg_driver.connect_options().ok();
         let arbiter = Arbiter::new();
         let handle = arbiter.handle();
         let tunables = Tunables::new(RuntimeSettings::of(&settings));
@@ -146,6 +152,9 @@ impl Warden {
             ])
             .guarded(guard("breaker"));
         let breaker = BreakerActor::start_in_arbiter(&handle, move |_| breaker_actor);
+        // Only a projector that runs may fire the fatal signal: an unused guard would fire as
+        // it is dropped.
+        let projector_guard = settings.projection.enabled.then(|| guard("projector"));
 
         let runtime = RuntimeSettingsHandle::new(
             settings.clone(),
@@ -178,9 +187,45 @@ impl Warden {
         let graph_link = graph.link();
         let neo4j = Supervisor::start_in_arbiter(&handle, move |_| graph);
 
+        let postgres_handle = CallHandle::new(postgres.clone(), pg_link);
+        let neo4j_handle = CallHandle::new(neo4j.clone(), graph_link);
+        let projector = projector_guard.map(|projector_guard| {
+            let arbiter = Arbiter::new();
+            let signals = projection::Signals::default();
+            let actor = ProjectorActor::new(
+                postgres_handle.clone(),
+                neo4j_handle.clone(),
+                health_handle.clone(),
+                health.clone(),
+                settings.projection,
+                signals.clone(),
+                projector_guard,
+            );
+            let addr = ProjectorActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+            if let Some(options) = listen_options {
+                let channel = format!("{}.graph_outbox", settings.postgres.schema);
+                let app: String = format!("{} projector", settings.postgres.application_name)
+                    .chars()
+                    .take(63)
+                    .collect();
+                let listen = projection::listen(
+                    options.application_name(&app),
+                    settings.postgres.connect_timeout,
+                    channel,
+                    signals.wake,
+                    stopping.clone(),
+                    signals.listener_stop,
+                    Backoff::reconnect(&settings.backoff),
+                );
+                arbiter.spawn(listen);
+            }
+            (addr, arbiter)
+        });
+
         Ok(Warden {
-            postgres_handle: CallHandle::new(postgres.clone(), pg_link),
-            neo4j_handle: CallHandle::new(neo4j.clone(), graph_link),
+            postgres_handle,
+            neo4j_handle,
+            projector,
             neo4j,
             postgres,
             breaker,
@@ -194,6 +239,11 @@ impl Warden {
             arbiter,
             metrics: Arc::new(metrics),
         })
+    }
+
+    /// The graph projector, when `projection.enabled`.
+    pub fn projector(&self) -> Option<&Addr<ProjectorActor>> {
+        self.projector.as_ref().map(|(addr, _)| addr)
     }
 
     /// warden's Prometheus metrics (see [`Metrics`]): encode its registry to expose them.
@@ -289,6 +339,17 @@ impl Warden {
     /// within `timeout` even when an actor does not answer (its thread is blocked): the thread
     /// is told to stop all the same.
     pub async fn shutdown(&self, timeout: Duration) {
+        // The projector first: it finishes the step under way while both databases still serve.
+        if let Some((projector, arbiter)) = &self.projector {
+            self.stopping.store(true, Ordering::Release);
+            if tokio::time::timeout(timeout / 2, projector.send(StopProjector))
+                .await
+                .is_err()
+            {
+                tracing::warn!("the graph projector did not stop in time");
+            }
+            arbiter.stop();
+        }
         let neo4j = self.neo4j.send(Shutdown { timeout });
         let postgres = self.postgres.send(Shutdown { timeout });
         // A mailbox error means the actor is already gone, which is what we want.
@@ -312,6 +373,9 @@ impl Drop for Warden {
             return;
         }
         self.stopping.store(true, Ordering::Release);
+        if let Some((_, arbiter)) = &self.projector {
+            arbiter.stop();
+        }
         let neo4j = self.neo4j.clone();
         let postgres = self.postgres.clone();
         let timeout = DROP_DRAIN;

@@ -9,6 +9,7 @@
 //! - [`extract`]: request bodies (1 MB, JSON), path ids and query strings, validated before a
 //!   handler runs, every failure a 422.
 //! - [`recordings`]: the catalog's routes.
+//! - [`graph_sync`]: the graph projection's backlog and dead events.
 //!
 //! # Adding routes
 //! A module with `pub fn routes(cfg: &mut web::ServiceConfig)` registers its resources (use
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod graph_sync;
 pub mod recordings;
 pub mod settings;
 
@@ -34,6 +36,7 @@ pub struct Api {
     auth: ApiAuth,
     catalog: Catalog,
     settings: Option<settings::SettingsApi>,
+    graph_sync: Option<graph_sync::GraphSync>,
 }
 
 impl Api {
@@ -43,12 +46,19 @@ impl Api {
             auth,
             catalog,
             settings: None,
+            graph_sync: None,
         }
     }
 
     /// With the settings routes.
     pub fn with_settings(mut self, settings: settings::SettingsApi) -> Self {
         self.settings = Some(settings);
+        self
+    }
+
+    /// Serves `GET /api/v1/graph-sync` from this database's outbox.
+    pub fn with_graph_sync(mut self, postgres: warden_actors::PostgresHandle) -> Self {
+        self.graph_sync = Some(graph_sync::GraphSync(postgres));
         self
     }
 }
@@ -65,6 +75,11 @@ pub fn configure(api: Api) -> impl FnOnce(&mut web::ServiceConfig) {
             scope = scope
                 .app_data(web::Data::new(s))
                 .configure(settings::routes);
+        }
+        if let Some(state) = api.graph_sync.clone() {
+            scope = scope
+                .app_data(web::Data::new(state))
+                .configure(graph_sync::routes);
         }
         cfg.app_data(web::Data::new(api.auth.clone()))
             .service(scope.default_service(web::to(no_route)));

@@ -55,7 +55,8 @@ pub fn app_state(
         crate::api::auth::ApiAuth::new(cfg.http.api_token.as_ref()),
         warden.catalog(),
     )
-    .with_settings(settings);
+    .with_settings(settings)
+    .with_graph_sync(warden.postgres_handle());
     crate::web::AppState::new(warden.health_handle(), started)
         .with_api(api)
         .with_console(console)

@@ -129,6 +129,7 @@ mod tests {
     fn view(pg: ComponentHealth, graph: ComponentHealth) -> HealthView {
         HealthView {
             components: BTreeMap::from([(Database::Postgres, pg), (Database::Neo4j, graph)]),
+            graph_sync: None,
         }
     }
 

@@ -60,6 +60,8 @@ pub struct WardenSettings {
     pub retry: RetrySettings,
     /// The per-database circuit breaker.
     pub breaker: BreakerSettings,
+    /// The graph projection of the catalog's outbox.
+    pub projection: crate::projection::ProjectionSettings,
 }
 
 /// `[neo4j]`: connection to the graph database over Bolt. `Debug` is written by hand so that
@@ -313,7 +315,7 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn new(key: &str, value: impl ToString, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: &str, value: impl ToString, reason: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             value: value.to_string(),

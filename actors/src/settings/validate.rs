@@ -193,6 +193,7 @@ impl WardenSettings {
             self.breaker.cooldown,
             MAX_SUPERVISION_DELAY,
         )?;
+        self.projection.validate(&self.neo4j)?;
         Ok(())
     }
 }
@@ -339,7 +340,11 @@ mod tests {
             ("neo4j.connect_timeout", hour, |s, d| {
                 s.neo4j.connect_timeout = d
             }),
-            ("neo4j.query_timeout", day, |s, d| s.neo4j.query_timeout = d),
+            ("neo4j.query_timeout", day, |s, d| {
+                s.neo4j.query_timeout = d;
+                // A lease must outlast a graph call, and leases are bounded by an hour.
+                s.projection.enabled = false;
+            }),
             ("neo4j.probe_interval", hour, |s, d| {
                 s.neo4j.probe_interval = d
             }),
