@@ -225,14 +225,15 @@ impl Default for PostgresSettings {
     }
 }
 
-/// `[backoff]`: `delay = min(max, initial × multiplier^attempt)`, jittered by ±`jitter`.
+/// `[backoff]`: `delay = min(max, initial × multiplier^attempt)`, jittered by ±`jitter`, and
+/// never above `max` (at the cap jitter only shortens the delay).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackoffSettings {
     /// First delay after a failure.
     #[serde(with = "humantime_serde")]
     pub initial: Duration,
-    /// Cap on the delay, before jitter; at most [`MAX_SUPERVISION_DELAY`].
+    /// Cap on the delay, jitter included; at most [`MAX_SUPERVISION_DELAY`].
     #[serde(with = "humantime_serde")]
     pub max: Duration,
     /// Growth factor per attempt; 1 to [`MAX_BACKOFF_MULTIPLIER`].
