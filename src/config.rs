@@ -80,6 +80,7 @@ impl Default for DaemonConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address the health API listens on.
+    #[serde(deserialize_with = "crate::config_values::socket_addr")]
     pub bind: SocketAddr,
     /// HTTP worker threads. One worker serves about 90k health requests/s on this project's
     /// 2-core machines; more workers only add scheduling delay to the latency tail (p99 of
@@ -96,9 +97,9 @@ impl Default for HttpConfig {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// Log output format; named in the configuration by [`LogFormat::name`] (see
+/// `crate::config_values`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable, for a terminal.
     Pretty,

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line.
-//! - [`config`]: file and environment layering, validation, `check-config` output.
+//! - [`config`]: file and environment layering, validation, `check-config` output;
+//!   [`config_values`]: the values whose errors list or quote what is accepted.
 //! - [`logging`]: tracing setup; [`journald`]: journald's native protocol.
 //! - [`web`]: the health endpoints.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
@@ -15,6 +16,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod config_values;
 pub mod daemon;
 pub mod journald;
 pub mod logging;

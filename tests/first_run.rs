@@ -114,6 +114,97 @@ fn check_config_tells_unset_secrets_from_set_ones() {
     assert!(stdout.parse::<toml::Table>().is_ok(), "{stdout}");
 }
 
+/// Config errors a new user can act on, from the environment and from a file, for
+/// `check-config` and `run`: an unknown `log.format` names every accepted value, a bad
+/// `http.bind` is quoted back, and a `probe_timeout` not shorter than its `probe_interval`
+/// names both keys and both values. Exit 78 each time.
+#[test]
+fn config_errors_say_what_is_accepted() {
+    /// Variables set, and what the error must say.
+    type Case = (Vec<(&'static str, String)>, Vec<&'static str>);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("WARDEN__LOG__FORMAT", "xml".into())],
+            vec!["log.format", "\"xml\"", "`pretty`, `json`, `journald`"],
+        ),
+        (
+            vec![("WARDEN__HTTP__BIND", "localhost:8080".into())],
+            vec!["http.bind", "\"localhost:8080\"", "127.0.0.1:8080"],
+        ),
+        (
+            vec![
+                ("WARDEN__POSTGRES__PROBE_INTERVAL", "2s".into()),
+                ("WARDEN__POSTGRES__PROBE_TIMEOUT", "2s".into()),
+            ],
+            vec![
+                "`postgres.probe_timeout` (2s)",
+                "shorter than `postgres.probe_interval` (2s)",
+            ],
+        ),
+        (
+            vec![
+                ("WARDEN__NEO4J__PROBE_INTERVAL", "500ms".into()),
+                ("WARDEN__NEO4J__PROBE_TIMEOUT", "3s".into()),
+            ],
+            vec![
+                "`neo4j.probe_timeout` (3s)",
+                "shorter than `neo4j.probe_interval` (500ms)",
+            ],
+        ),
+    ];
+    for (env, needles) in &cases {
+        for cmd in ["check-config", "run"] {
+            let (code, _, stderr) = run_once(&[cmd], env);
+            assert_eq!(code, 78, "{cmd} {env:?}: {stderr}");
+            for needle in needles {
+                assert!(
+                    stderr.contains(needle),
+                    "{cmd} {env:?}: {needle:?} not in: {stderr}"
+                );
+            }
+        }
+    }
+    // The same from a file; and the default format name is accepted back.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warden.toml");
+    // run_once sets WARDEN__LOG__FORMAT, which would win over the file.
+    let check_file = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["--config", file.to_str().unwrap(), "check-config"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run warden");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    std::fs::write(&file, "[log]\nformat = \"Journal\"\n").unwrap();
+    let (code, _, stderr) = check_file();
+    assert_eq!(code, Some(78), "{stderr}");
+    for needle in ["log.format", "\"Journal\"", "`pretty`, `json`, `journald`"] {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+    std::fs::write(
+        &file,
+        "[http]\nbind = \"8080\"\n[log]\nformat = \"journald\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = check_file();
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(
+        stderr.contains("http.bind") && stderr.contains("\"8080\""),
+        "{stderr}"
+    );
+    std::fs::write(&file, "[log]\nformat = \"journald\"\n").unwrap();
+    let (code, stdout, stderr) = check_file();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("format = \"journald\""), "{stdout}");
+}
+
 /// Every timestamp in `/health/detailed` has milliseconds, exactly three digits, in UTC:
 /// `timestamp`, `last_ok_at`, `next_attempt_at`, `opened_at`.
 #[test]

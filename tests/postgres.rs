@@ -636,6 +636,7 @@ fn fifty_flaps(mode: Mode) {
         settings.backoff.initial = Duration::from_millis(60);
         settings.backoff.max = Duration::from_millis(120);
         settings.postgres.probe_interval = Duration::from_millis(100);
+        settings.postgres.probe_timeout = Duration::from_millis(90);
         settings.breaker.failure_threshold = warden_actors::circuit::MAX_THRESHOLD;
         let max = i64::from(settings.postgres.max_connections);
         let warden = host.pg_started(settings).await;

@@ -71,6 +71,7 @@ impl WardenSettings {
             n.probe_timeout,
             MAX_SUPERVISION_DELAY,
         )?;
+        probe_ends_before_the_next("neo4j", n.probe_interval, n.probe_timeout)?;
 
         let p = &self.postgres;
         let url = Url::parse(&p.url)
@@ -135,6 +136,7 @@ impl WardenSettings {
             p.probe_timeout,
             MAX_SUPERVISION_DELAY,
         )?;
+        probe_ends_before_the_next("postgres", p.probe_interval, p.probe_timeout)?;
         if p.application_name.is_empty() || p.application_name.len() > 63 {
             return Err(SettingsError::new(
                 "postgres.application_name",
@@ -224,6 +226,28 @@ fn io_threads(key: &str, value: usize) -> Result<(), SettingsError> {
     Ok(())
 }
 
+/// `probe_timeout < probe_interval`: a probe that may last longer than the interval overlaps
+/// the next one, so a hung database is reported later than `probe_interval + probe_timeout`
+/// promises and probes pile up on the connection kept for them.
+fn probe_ends_before_the_next(
+    db: &str,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<(), SettingsError> {
+    if timeout >= interval {
+        return Err(SettingsError::new(
+            &format!("{db}.probe_timeout"),
+            humantime::format_duration(timeout),
+            format!(
+                "must be shorter than `{db}.probe_interval` ({}), so that a probe ends before \
+                 the next one is due",
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A duration that must be longer than zero and at most `max`.
 pub(crate) fn bounded(key: &str, value: Duration, max: Duration) -> Result<(), SettingsError> {
     if value.is_zero() {
@@ -297,6 +321,32 @@ mod tests {
         let err = serde_json::from_str::<WardenSettings>(r#"{"breaker": {"cooldwn": "45s"}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("cooldwn"), "{err}");
+    }
+
+    #[test]
+    fn a_probe_timeout_must_be_shorter_than_its_interval() {
+        for db in ["neo4j", "postgres"] {
+            for timeout_ms in [2_000, 5_000] {
+                let mut s = WardenSettings::default();
+                let timeout = Duration::from_millis(timeout_ms);
+                if db == "neo4j" {
+                    s.neo4j.probe_timeout = timeout;
+                } else {
+                    s.postgres.probe_timeout = timeout;
+                }
+                let err = s.validate().unwrap_err();
+                assert_eq!(err.key, format!("{db}.probe_timeout"));
+                assert_eq!(err.value, humantime::format_duration(timeout).to_string());
+                assert!(
+                    err.reason.contains(&format!("`{db}.probe_interval` (2s)")),
+                    "{err}"
+                );
+            }
+        }
+        let mut s = WardenSettings::default();
+        s.postgres.probe_timeout = Duration::from_millis(1_999);
+        s.neo4j.probe_timeout = Duration::from_millis(1_999);
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]
