@@ -27,7 +27,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/warden/warden.toml";
 pub const EX_CONFIG: u8 = 78;
 
 /// The seed product's variable names, and the keys they set.
-const SEEDS: &[(&str, &str)] = &[
+pub const SEEDS: &[(&str, &str)] = &[
     ("NEO4J_URI", "neo4j.uri"),
     ("NEO4J_USER", "neo4j.user"),
     ("NEO4J_PASSWORD", "neo4j.password"),

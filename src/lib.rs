@@ -11,6 +11,7 @@
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
 //! - [`systemd`]: `Type=notify`: readiness, status, the watchdog, stopping.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
+//! - [`help`]: the environment variables and exit codes `warden --help` lists.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod config_values;
 pub mod daemon;
+pub mod help;
 pub mod journald;
 pub mod logging;
 pub mod shutdown;

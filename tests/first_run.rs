@@ -280,3 +280,61 @@ fn is_millis_utc(s: &str) -> bool {
             _ => c.is_ascii_digit(),
         })
 }
+
+/// `warden --help` lists the environment variables warden reads and every exit code it
+/// returns: the codes the code defines (`warden::help::EXIT_CODES`, built from the constants
+/// `main` and `daemon` return), and no fewer than the six known today. Exit 2 for a wrong
+/// command line is clap's; it is checked by giving one.
+#[test]
+fn help_lists_the_environment_and_the_exit_codes() {
+    use warden::{
+        config::EX_CONFIG,
+        daemon::{EX_FAILURE, EX_SOFTWARE, EX_UNAVAILABLE},
+        help::{EXIT_CODES, EX_USAGE_CLAP},
+    };
+    let (code, help, stderr) = run_once(&["--help"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    for var in [
+        "WARDEN__<SECTION>__<KEY>",
+        "WARDEN__HTTP__BIND",
+        "DATABASE_URL",
+        "NEO4J_URI",
+        "NEO4J_PASSWORD_FILE",
+        "WARDEN__POSTGRES__PASSWORD_FILE",
+        "POSTGRES_SCHEMA",
+        "RUST_LOG",
+        "JOURNAL_STREAM",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WARDEN_PORT is read by scripts/dev-stack only",
+    ] {
+        assert!(help.contains(var), "{var} not in: {help}");
+    }
+    let exit_codes = &help[help.find("Exit codes:").expect("an exit code section")..];
+    let mut listed: Vec<u8> = exit_codes
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    listed.sort_unstable();
+    let mut defined: Vec<u8> = EXIT_CODES.iter().map(|(c, _)| *c).collect();
+    defined.sort_unstable();
+    assert_eq!(listed, defined, "{exit_codes}");
+    let mut known = vec![
+        0,
+        EX_FAILURE,
+        EX_USAGE_CLAP,
+        EX_UNAVAILABLE,
+        EX_SOFTWARE,
+        EX_CONFIG,
+    ];
+    known.sort_unstable();
+    assert_eq!(listed, known);
+    assert_eq!(known, vec![0, 1, 2, 69, 70, 78]);
+
+    let (code, short, _) = run_once(&["-h"], &[]);
+    assert_eq!(code, 0);
+    assert!(short.contains("warden --help"), "{short}");
+    let (code, _, stderr) = run_once(&["--no-such-option"], &[]);
+    assert_eq!(i32::from(EX_USAGE_CLAP), code, "{stderr}");
+}
