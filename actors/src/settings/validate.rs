@@ -385,16 +385,13 @@ mod tests {
         let hour = MAX_SUPERVISION_DELAY;
         let day = MAX_QUERY_TIMEOUT;
         let minute = MAX_RETRY_DELAY;
-        let cases: [(&str, Duration, Set); 14] = [
+        let cases: [(&str, Duration, Set); 12] = [
             ("neo4j.connect_timeout", hour, |s, d| {
                 s.neo4j.connect_timeout = d
             }),
             ("neo4j.query_timeout", day, |s, d| s.neo4j.query_timeout = d),
             ("neo4j.probe_interval", hour, |s, d| {
                 s.neo4j.probe_interval = d
-            }),
-            ("neo4j.probe_timeout", hour, |s, d| {
-                s.neo4j.probe_timeout = d
             }),
             ("postgres.connect_timeout", hour, |s, d| {
                 s.postgres.connect_timeout = d
@@ -407,9 +404,6 @@ mod tests {
             }),
             ("postgres.probe_interval", hour, |s, d| {
                 s.postgres.probe_interval = d
-            }),
-            ("postgres.probe_timeout", hour, |s, d| {
-                s.postgres.probe_timeout = d
             }),
             ("backoff.initial", hour, |s, d| {
                 s.backoff.initial = d;
@@ -436,6 +430,17 @@ mod tests {
                 "{key}: {err}"
             );
         }
+        // A probe timeout is bounded by its interval (at most an hour) and by the hour itself.
+        let mut s = WardenSettings::default();
+        s.neo4j.probe_interval = hour;
+        s.neo4j.probe_timeout = hour - Duration::from_millis(1);
+        s.postgres.probe_interval = hour;
+        s.postgres.probe_timeout = hour - Duration::from_millis(1);
+        assert_eq!(s.validate(), Ok(()));
+        s.postgres.probe_timeout = hour + Duration::from_millis(1);
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.key, "postgres.probe_timeout");
+        assert_eq!(err.reason, "must be at most 1h");
 
         // The values of the issue, which passed before.
         let mut s = WardenSettings::default();
