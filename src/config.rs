@@ -351,7 +351,7 @@ mod tests {
         let cfg = DaemonConfig::load(None, &env(&[])).unwrap();
         assert_eq!(cfg.http.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(10));
-        assert_eq!(cfg.postgres.schema, "walltrack");
+        assert_eq!(cfg.postgres.schema, "warden");
     }
 
     #[test]

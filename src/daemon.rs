@@ -25,6 +25,7 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
     let systemd = Systemd::from_env();
     let system = actix::System::new();
     let code = system.block_on(async move {
+        crate::startup::log_targets(&cfg);
         let warden = match Warden::start(cfg.warden_settings()) {
             Ok(w) => w,
             Err(e) => {
@@ -98,6 +99,7 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
         }
     };
     let systemd = Systemd::from_env();
+    crate::startup::log_targets(&cfg);
     systemd.status(&format!(
         "applying migrations to schema {}",
         cfg.postgres.schema

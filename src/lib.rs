@@ -9,6 +9,7 @@
 //! - [`logging`]: tracing setup; [`journald`]: journald's native protocol.
 //! - [`web`]: the health endpoints.
 //! - [`shutdown`]: the SIGTERM and SIGINT future.
+//! - [`startup`]: the first log lines: where warden connects and which schema it writes.
 //! - [`systemd`]: `Type=notify`: readiness, status, the watchdog, stopping.
 //! - [`daemon`]: `run`, `migrate`, `check-config`, and the exit codes.
 //! - [`help`]: the environment variables and exit codes `warden --help` lists.
@@ -23,5 +24,6 @@ pub mod help;
 pub mod journald;
 pub mod logging;
 pub mod shutdown;
+pub mod startup;
 pub mod systemd;
 pub mod web;

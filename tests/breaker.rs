@@ -158,7 +158,7 @@ fn contention_is_retried_but_never_opens_the_circuit() {
         // Another client holds the row.
         let admin = pg.admin().await;
         let mut holder = admin.begin().await.unwrap();
-        sqlx::query("SELECT * FROM walltrack.wallet WHERE id = 1 FOR UPDATE")
+        sqlx::query("SELECT * FROM warden.wallet WHERE id = 1 FOR UPDATE")
             .execute(&mut *holder)
             .await
             .unwrap();

@@ -338,3 +338,95 @@ fn help_lists_the_environment_and_the_exit_codes() {
     let (code, _, stderr) = run_once(&["--no-such-option"], &[]);
     assert_eq!(i32::from(EX_USAGE_CLAP), code, "{stderr}");
 }
+
+/// At startup, before any migration runs, warden logs at info level where PostgreSQL calls go
+/// (host, port, database, user) and the schema its migrations write, and never the password;
+/// with no `postgres.url` it says the target is the built-in default. Against a real
+/// PostgreSQL 15 with a password, the migrations then create that schema. It does not show
+/// the journald rendering of the line (tests/journald.rs covers the format).
+#[test]
+fn startup_names_the_postgres_target_and_schema_before_migrating() {
+    let password = "first-run-pg-pass-7q";
+    let pg = PgServer::start_with_password(password);
+    let graph = format!("bolt://127.0.0.1:{}", support::free_port());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let d = Daemon::spawn(
+            &["run"],
+            &[
+                ("DATABASE_URL", pg.url()),
+                ("POSTGRES_SCHEMA", "first_run_app".into()),
+                ("NEO4J_URI", graph.clone()),
+            ],
+        );
+        let logs = eventually(Duration::from_secs(20), "migrations applied", || async {
+            let logs = d.logs();
+            logs.contains("migrations applied").then_some(logs)
+        })
+        .await;
+        let line = |needle: &str| -> (usize, Value) {
+            let at = logs
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} not logged: {logs}"));
+            let start = logs[..at].rfind('\n').map_or(0, |i| i + 1);
+            let end = at + logs[at..].find('\n').unwrap_or(logs.len() - at);
+            (
+                at,
+                serde_json::from_str(&logs[start..end]).expect("a JSON log line"),
+            )
+        };
+        let (target_at, target) = line("postgres target:");
+        let (migrated_at, _) = line("migrations applied");
+        assert!(target_at < migrated_at, "{logs}");
+        assert_eq!(target["level"], "INFO", "{target}");
+        assert_eq!(target["host"], "127.0.0.1", "{target}");
+        assert_eq!(target["port"], pg.port, "{target}");
+        assert_eq!(target["dbname"], "postgres", "{target}");
+        assert_eq!(target["user"], "postgres", "{target}");
+        assert_eq!(target["schema"], "first_run_app", "{target}");
+        assert_eq!(target["default_url"], false, "{target}");
+        let message = target["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("postgres@127.0.0.1:{}/postgres", pg.port))
+                && message.contains("schema `first_run_app`"),
+            "{message}"
+        );
+        assert!(!logs.contains(password), "the password was logged: {logs}");
+    });
+    let created = std::process::Command::new("psql")
+        .args([
+            "-At",
+            "-c",
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'first_run_app'",
+        ])
+        .arg(pg.url())
+        .output();
+    if let Ok(out) = created {
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+        }
+    }
+
+    // No postgres.url: the line says so. Migrations off, so that this test never writes into
+    // whatever may listen on this machine's port 5432.
+    let d = Daemon::spawn(
+        &["run"],
+        &[
+            ("WARDEN__POSTGRES__RUN_MIGRATIONS", "false".into()),
+            ("NEO4J_URI", graph),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.logs().contains("postgres target:") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = d.logs();
+    assert!(
+        logs.contains("postgres target: postgres@127.0.0.1:5432/postgres (the built-in default")
+            && logs.contains("schema `warden`"),
+        "{logs}"
+    );
+}

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+mod target;
 mod urls;
 mod validate;
+
+pub use target::PgTarget;
 
 pub(crate) use urls::percent_decode;
 pub use urls::redact_url;
@@ -210,7 +213,7 @@ impl Default for PostgresSettings {
             url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             password: Secret::default(),
             password_file: None,
-            schema: "walltrack".into(),
+            schema: "warden".into(),
             max_connections: 10,
             min_connections: 1,
             io_threads: 2,

@@ -300,7 +300,7 @@ mod tests {
         let s = WardenSettings::default();
         s.validate().unwrap();
         assert_eq!(s.neo4j.max_connections, 16);
-        assert_eq!(s.postgres.schema, "walltrack");
+        assert_eq!(s.postgres.schema, "warden");
         assert_eq!(s.backoff.max, Duration::from_secs(30));
         assert_eq!(s.retry.max_attempts, 3);
         assert_eq!(s.breaker.failure_threshold, 5);
