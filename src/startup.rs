@@ -2,9 +2,14 @@
 //! configuration at all warden uses whatever PostgreSQL listens on 127.0.0.1:5432 and creates
 //! its schema there; it says so, at info level, before any connection is made, so that a first
 //! run never writes into a database it merely found without a word. No password is logged:
-//! the target is built from [`PostgresSettings::target`], which holds none.
+//! the target is built from [`PostgresSettings::target`], which holds none, and every text is
+//! scrubbed of the password and of libpq's `PGPASSWORD` as the driver's errors are (a user
+//! name may happen to equal one).
 
-use warden_actors::settings::{redact_url, PostgresSettings};
+use warden_actors::{
+    secret::{sanitize, Secret},
+    settings::{redact_url, PostgresSettings},
+};
 
 use crate::config::DaemonConfig;
 
@@ -32,15 +37,24 @@ pub fn postgres_target_message(p: &PostgresSettings) -> String {
 /// Logs both databases' targets at info level. Called before the actors start (`run`) and
 /// before the migrations run (`migrate`).
 pub fn log_targets(cfg: &DaemonConfig) {
+    let secrets: Vec<Secret> = [
+        cfg.postgres.effective_password(),
+        Some(cfg.neo4j.password.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(std::env::var("PGPASSWORD").ok().map(Secret::new))
+    .collect();
+    let clean = |text: &str| sanitize(text, &secrets);
     let p = &cfg.postgres;
-    let message = postgres_target_message(p);
+    let message = clean(&postgres_target_message(p));
     match p.target() {
         Some(t) => tracing::info!(
             database = "postgres",
-            host = %t.host,
+            host = %clean(&t.host),
             port = t.port,
-            dbname = %t.database,
-            user = %t.user,
+            dbname = %clean(&t.database),
+            user = %clean(&t.user),
             schema = %p.schema,
             run_migrations = p.run_migrations,
             default_url = p.url_is_default(),
@@ -49,15 +63,14 @@ pub fn log_targets(cfg: &DaemonConfig) {
         None => tracing::info!(database = "postgres", "{message}"),
     }
     let n = &cfg.neo4j;
+    let uri = clean(&redact_url(&n.uri));
+    let (user, dbname) = (clean(&n.user), clean(&n.database));
     tracing::info!(
         database = "neo4j",
-        uri = %redact_url(&n.uri),
-        user = %n.user,
-        dbname = %n.database,
-        "neo4j target: {} as {}, database {}",
-        redact_url(&n.uri),
-        n.user,
-        n.database
+        uri = %uri,
+        user = %user,
+        dbname = %dbname,
+        "neo4j target: {uri} as {user}, database {dbname}"
     );
 }
 
