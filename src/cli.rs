@@ -7,7 +7,13 @@ use clap::{Parser, Subcommand};
 
 /// A connection supervisor for Neo4j and PostgreSQL.
 #[derive(Debug, Parser)]
-#[command(name = "warden", version, about)]
+#[command(
+    name = "warden",
+    version,
+    about,
+    after_help = "Environment variables and exit codes: warden --help",
+    after_long_help = crate::help::after_long_help()
+)]
 pub struct Cli {
     /// TOML configuration file [default: /etc/warden/warden.toml if it exists].
     #[arg(long, global = true, value_name = "PATH")]

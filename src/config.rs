@@ -29,7 +29,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/warden/warden.toml";
 pub const EX_CONFIG: u8 = 78;
 
 /// The seed product's variable names, and the keys they set.
-const SEEDS: &[(&str, &str)] = &[
+pub const SEEDS: &[(&str, &str)] = &[
     ("NEO4J_URI", "neo4j.uri"),
     ("NEO4J_USER", "neo4j.user"),
     ("NEO4J_PASSWORD", "neo4j.password"),
@@ -92,6 +92,7 @@ impl Default for DaemonConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address the health API listens on.
+    #[serde(deserialize_with = "crate::config_values::socket_addr")]
     pub bind: SocketAddr,
     /// HTTP worker threads. One worker serves about 90k health requests/s on this project's
     /// 2-core machines; more workers only add scheduling delay to the latency tail (p99 of
@@ -117,9 +118,9 @@ impl Default for HttpConfig {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// Log output format; named in the configuration by [`LogFormat::name`] (see
+/// `crate::config_values`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable, for a terminal.
     Pretty,
@@ -382,7 +383,7 @@ mod tests {
         let cfg = DaemonConfig::load(None, &env(&[])).unwrap();
         assert_eq!(cfg.http.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(10));
-        assert_eq!(cfg.postgres.schema, "walltrack");
+        assert_eq!(cfg.postgres.schema, "warden");
     }
 
     #[test]

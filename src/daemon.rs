@@ -11,6 +11,9 @@ use warden_actors::Warden;
 
 use crate::{config::DaemonConfig, shutdown, systemd::Systemd, web};
 
+/// Anything else: the HTTP port cannot be bound, the HTTP server stopped, a migration failed
+/// for good.
+pub const EX_FAILURE: u8 = 1;
 /// An actor died from a bug.
 pub const EX_SOFTWARE: u8 = 70;
 /// A database needed by a one-shot command was unreachable.
@@ -22,6 +25,7 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
     let systemd = Systemd::from_env();
     let system = actix::System::new();
     let code = system.block_on(async move {
+        crate::startup::log_targets(&cfg);
         let warden = match Warden::start(cfg.warden_settings()) {
             Ok(w) => w,
             Err(e) => {
@@ -40,7 +44,7 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
                 tracing::error!(bind = %cfg.http.bind, error = %e, "{message}");
                 systemd.status(&message);
                 warden.shutdown(cfg.shutdown_timeout).await;
-                return 1;
+                return EX_FAILURE;
             }
         };
         tracing::info!(bind = %cfg.http.bind, version = env!("CARGO_PKG_VERSION"), "warden started");
@@ -77,7 +81,7 @@ pub fn run(cfg: DaemonConfig) -> ExitCode {
             result = &mut serving => {
                 tracing::error!(?result, "the HTTP server stopped unexpectedly");
                 systemd.status("exiting: the HTTP server stopped unexpectedly");
-                1
+                EX_FAILURE
             }
         }
     });
@@ -93,10 +97,11 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("warden: cannot start a runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(EX_FAILURE);
         }
     };
     let systemd = Systemd::from_env();
+    crate::startup::log_targets(&cfg);
     systemd.status(&format!(
         "applying migrations to schema {}",
         cfg.postgres.schema
@@ -125,7 +130,11 @@ pub fn migrate(cfg: DaemonConfig) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "migrations failed");
             eprintln!("warden: migrations failed: {e}");
-            ExitCode::from(if e.is_transient() { EX_UNAVAILABLE } else { 1 })
+            ExitCode::from(if e.is_transient() {
+                EX_UNAVAILABLE
+            } else {
+                EX_FAILURE
+            })
         }
     }
 }

@@ -89,6 +89,7 @@ fn a_database_that_answers_probes_but_times_out_every_query_opens_the_circuit() 
         s.breaker.cooldown = Duration::from_secs(1);
         s.postgres.query_timeout = Duration::from_millis(400);
         s.postgres.probe_interval = Duration::from_millis(100);
+        s.postgres.probe_timeout = Duration::from_millis(90);
         let warden = connected(s).await;
         let handle = warden.postgres_handle();
         // Every real query is too slow; the probe's `SELECT 1` keeps succeeding all along,
@@ -157,7 +158,7 @@ fn contention_is_retried_but_never_opens_the_circuit() {
         // Another client holds the row.
         let admin = pg.admin().await;
         let mut holder = admin.begin().await.unwrap();
-        sqlx::query("SELECT * FROM walltrack.wallet WHERE id = 1 FOR UPDATE")
+        sqlx::query("SELECT * FROM warden.wallet WHERE id = 1 FOR UPDATE")
             .execute(&mut *holder)
             .await
             .unwrap();
@@ -206,6 +207,7 @@ fn a_storm_of_failing_calls_keeps_the_breaker_idle_and_memory_flat() {
         s.breaker.failure_threshold = 5;
         s.breaker.cooldown = Duration::from_millis(200);
         s.postgres.probe_interval = Duration::from_millis(50);
+        s.postgres.probe_timeout = Duration::from_millis(45);
         let warden = connected(s).await;
         let handle = warden.postgres_handle();
         let fail = "DO $$ BEGIN RAISE EXCEPTION 'overloaded' USING ERRCODE = '53200'; END $$";

@@ -123,7 +123,7 @@ fn hosted_calls_run_on_the_applications_runtime() {
         eventually(Duration::from_secs(3), "the abandoned insert lands", || {
             let admin = admin.clone();
             async move {
-                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM walltrack.dropped_waits")
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM warden.dropped_waits")
                     .fetch_one(&admin)
                     .await
                     .unwrap();

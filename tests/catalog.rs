@@ -245,7 +245,7 @@ fn jsonb_round_trip_is_exact() {
         assert_eq!(as_recording(&evs[0].payload), created);
         // The rows themselves hold the text, not an escaped form of it.
         let stored: String = sqlx::query_scalar(
-            "SELECT value FROM walltrack.metadata WHERE recording_id = $1 AND key = 'large'",
+            "SELECT value FROM warden.metadata WHERE recording_id = $1 AND key = 'large'",
         )
         .bind(created.id)
         .fetch_one(&admin)
@@ -253,7 +253,7 @@ fn jsonb_round_trip_is_exact() {
         .unwrap();
         assert_eq!(stored, metadata["large"]);
         let title: String = sqlx::query_scalar(
-            "SELECT tracks -> 1 ->> 'title' FROM walltrack.tracklists WHERE recording_id = $1",
+            "SELECT tracks -> 1 ->> 'title' FROM warden.tracklists WHERE recording_id = $1",
         )
         .bind(created.id)
         .fetch_one(&admin)
@@ -299,7 +299,7 @@ fn list_walks_pages_in_creation_order_with_filters() {
         }
         // Two with the same created_at (one transaction's now()): the id breaks the tie.
         let tied: Vec<Uuid> = sqlx::query_scalar(
-            "INSERT INTO walltrack.recordings (file_path, file_name, created_at) \
+            "INSERT INTO warden.recordings (file_path, file_name, created_at) \
              VALUES ('/t1', 't1', '2026-12-01T00:00:00Z'), ('/t2', 't2', '2026-12-01T00:00:00Z') \
              RETURNING id",
         )
@@ -308,7 +308,7 @@ fn list_walks_pages_in_creation_order_with_filters() {
         .unwrap();
         assert_eq!(tied.len(), 2);
         let expected: Vec<Uuid> =
-            sqlx::query_scalar("SELECT id FROM walltrack.recordings ORDER BY created_at, id")
+            sqlx::query_scalar("SELECT id FROM warden.recordings ORDER BY created_at, id")
                 .fetch_all(&admin)
                 .await
                 .unwrap();

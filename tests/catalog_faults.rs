@@ -34,10 +34,10 @@ fn a_failure_in_the_middle_of_a_write_leaves_nothing() {
             .await
             .unwrap();
         sqlx::raw_sql(
-            "CREATE FUNCTION walltrack.test_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+            "CREATE FUNCTION warden.test_refuse() RETURNS trigger LANGUAGE plpgsql AS \
              $$ BEGIN RAISE EXCEPTION 'refused by the test trigger'; END $$; \
-             CREATE TRIGGER test_refuse BEFORE INSERT OR UPDATE ON walltrack.tracklists \
-             FOR EACH ROW EXECUTE FUNCTION walltrack.test_refuse();",
+             CREATE TRIGGER test_refuse BEFORE INSERT OR UPDATE ON warden.tracklists \
+             FOR EACH ROW EXECUTE FUNCTION warden.test_refuse();",
         )
         .execute(&admin)
         .await
@@ -65,7 +65,7 @@ fn a_failure_in_the_middle_of_a_write_leaves_nothing() {
             "no recording, metadata or event"
         );
         let doomed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM walltrack.recordings WHERE file_name = 'doomed.flac'",
+            "SELECT count(*) FROM warden.recordings WHERE file_name = 'doomed.flac'",
         )
         .fetch_one(&admin)
         .await
@@ -91,9 +91,9 @@ fn a_failure_in_the_middle_of_a_write_leaves_nothing() {
 
         // A failure at the last statement, the event itself.
         sqlx::raw_sql(
-            "DROP TRIGGER test_refuse ON walltrack.tracklists; \
-             CREATE TRIGGER test_refuse BEFORE INSERT ON walltrack.graph_outbox \
-             FOR EACH ROW EXECUTE FUNCTION walltrack.test_refuse();",
+            "DROP TRIGGER test_refuse ON warden.tracklists; \
+             CREATE TRIGGER test_refuse BEFORE INSERT ON warden.graph_outbox \
+             FOR EACH ROW EXECUTE FUNCTION warden.test_refuse();",
         )
         .execute(&admin)
         .await
@@ -120,7 +120,7 @@ fn a_failure_in_the_middle_of_a_write_leaves_nothing() {
         assert_eq!(counts(&admin).await, before);
 
         // Without the trigger the same writes go through: the failures were the trigger's.
-        sqlx::raw_sql("DROP TRIGGER test_refuse ON walltrack.graph_outbox")
+        sqlx::raw_sql("DROP TRIGGER test_refuse ON warden.graph_outbox")
             .execute(&admin)
             .await
             .unwrap();
@@ -313,7 +313,7 @@ fn postgres_down_is_unavailable_and_transient() {
         assert_eq!(back.version, 1);
         let admin = pg.admin().await;
         let names: Vec<String> =
-            sqlx::query_scalar("SELECT file_name FROM walltrack.recordings ORDER BY created_at")
+            sqlx::query_scalar("SELECT file_name FROM warden.recordings ORDER BY created_at")
                 .fetch_all(&admin)
                 .await
                 .unwrap();
@@ -341,10 +341,10 @@ fn a_kill_in_the_middle_of_a_write_leaves_nothing() {
         {
             let admin = pg.admin().await;
             sqlx::raw_sql(
-                "CREATE FUNCTION walltrack.test_stall() RETURNS trigger LANGUAGE plpgsql AS \
+                "CREATE FUNCTION warden.test_stall() RETURNS trigger LANGUAGE plpgsql AS \
                  $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$; \
-                 CREATE TRIGGER test_stall BEFORE INSERT ON walltrack.tracklists \
-                 FOR EACH ROW EXECUTE FUNCTION walltrack.test_stall();",
+                 CREATE TRIGGER test_stall BEFORE INSERT ON warden.tracklists \
+                 FOR EACH ROW EXECUTE FUNCTION warden.test_stall();",
             )
             .execute(&admin)
             .await
@@ -393,7 +393,7 @@ fn a_kill_in_the_middle_of_a_write_leaves_nothing() {
         assert!(matches!(failed, CatalogError::Unavailable(_)));
         pg.restart();
         let admin = pg.admin().await;
-        let names: Vec<String> = sqlx::query_scalar("SELECT file_name FROM walltrack.recordings")
+        let names: Vec<String> = sqlx::query_scalar("SELECT file_name FROM warden.recordings")
             .fetch_all(&admin)
             .await
             .unwrap();

@@ -373,7 +373,7 @@ fn the_edit_form_changes_the_threshold_with_the_token_and_not_without() {
         // A bad row typed into psql: the page shows the table refused and why.
         let admin = pg.admin().await;
         sqlx::query(
-            "INSERT INTO walltrack.config VALUES ('postgres.url', '\"postgres://elsewhere/x\"')",
+            "INSERT INTO warden.config VALUES ('postgres.url', '\"postgres://elsewhere/x\"')",
         )
         .execute(&admin)
         .await

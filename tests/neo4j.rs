@@ -52,6 +52,7 @@ fn ping_and_probes_over_bolt() {
     actix_test(async {
         let mut settings = fast_settings(&stub.uri(), &no_pg());
         settings.neo4j.probe_interval = Duration::from_millis(150);
+        settings.neo4j.probe_timeout = Duration::from_millis(100);
         let warden = Warden::start(settings).unwrap();
         neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
         let c = warden.health_handle().view().components[&Database::Neo4j].clone();

@@ -77,7 +77,7 @@ fn migration_files() -> i64 {
 }
 
 /// `Sql` returns one JSON object per row with common types mapped, binds parameters
-/// positionally, and the migrations created `walltrack.config`.
+/// positionally, and the migrations created `warden.config`.
 #[test]
 fn sql_returns_typed_rows_and_binds_params() {
     let pg = PgServer::start();
@@ -130,7 +130,7 @@ fn sql_returns_typed_rows_and_binds_params() {
         let rows = warden
             .postgres
             .send(Sql::new(
-                "SELECT count(*) AS n FROM walltrack._sqlx_migrations",
+                "SELECT count(*) AS n FROM warden._sqlx_migrations",
             ))
             .await
             .unwrap()
@@ -636,6 +636,7 @@ fn fifty_flaps(mode: Mode) {
         settings.backoff.initial = Duration::from_millis(60);
         settings.backoff.max = Duration::from_millis(120);
         settings.postgres.probe_interval = Duration::from_millis(100);
+        settings.postgres.probe_timeout = Duration::from_millis(90);
         settings.breaker.failure_threshold = warden_actors::circuit::MAX_THRESHOLD;
         let max = i64::from(settings.postgres.max_connections);
         let warden = host.pg_started(settings).await;
@@ -775,14 +776,14 @@ fn concurrent_migrations_are_safe() {
         .unwrap();
     rt.block_on(async {
         let admin = pg.admin().await;
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM walltrack._sqlx_migrations")
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM warden._sqlx_migrations")
             .fetch_one(&admin)
             .await
             .unwrap();
         assert_eq!(n, migration_files());
         let cols: Vec<String> = sqlx::query_scalar(
             "SELECT column_name::text FROM information_schema.columns \
-             WHERE table_schema = 'walltrack' AND table_name = 'config' ORDER BY ordinal_position",
+             WHERE table_schema = 'warden' AND table_name = 'config' ORDER BY ordinal_position",
         )
         .fetch_all(&admin)
         .await
@@ -902,7 +903,7 @@ fn write_never_twice(mode: Mode) {
         assert!(matches!(err, WardenError::Connection { .. }), "{err:?}");
         tokio::time::sleep(Duration::from_millis(700)).await;
         let admin = pg.admin().await;
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM walltrack.ledger")
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM warden.ledger")
             .fetch_one(&admin)
             .await
             .unwrap();

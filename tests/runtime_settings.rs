@@ -86,7 +86,7 @@ fn a_psql_update_is_in_force_within_a_second_and_opens_the_circuit_at_the_new_th
         assert_eq!(threshold(&warden), 5, "the file's value before any row");
         psql(
             &pg,
-            "INSERT INTO walltrack.config (key, value) VALUES ('breaker.failure_threshold', '4')",
+            "INSERT INTO warden.config (key, value) VALUES ('breaker.failure_threshold', '4')",
         );
         eventually(Duration::from_secs(1), "threshold 4", || async {
             (threshold(&warden) == 4).then_some(())
@@ -96,7 +96,7 @@ fn a_psql_update_is_in_force_within_a_second_and_opens_the_circuit_at_the_new_th
         let changed = Instant::now();
         psql(
             &pg,
-            "UPDATE walltrack.config SET value = '2' WHERE key = 'breaker.failure_threshold'",
+            "UPDATE warden.config SET value = '2' WHERE key = 'breaker.failure_threshold'",
         );
         eventually(Duration::from_secs(1), "threshold 2 within 1 s", || async {
             (threshold(&warden) == 2).then_some(())
@@ -189,7 +189,7 @@ fn a_change_made_while_the_listener_is_down_arrives_within_one_poll() {
         })
         .await;
         sqlx::query(
-            "INSERT INTO walltrack.config (key, value) VALUES ('breaker.cooldown', '\"45s\"')",
+            "INSERT INTO warden.config (key, value) VALUES ('breaker.cooldown', '\"45s\"')",
         )
         .execute(&admin)
         .await
@@ -227,7 +227,7 @@ fn an_invalid_table_changes_nothing_and_says_why() {
         let runtime = warden.runtime_settings();
         psql(
             &pg,
-            "INSERT INTO walltrack.config VALUES ('breaker.failure_threshold', '3')",
+            "INSERT INTO warden.config VALUES ('breaker.failure_threshold', '3')",
         );
         eventually(Duration::from_secs(1), "threshold 3", || async {
             (threshold(&warden) == 3).then_some(())
@@ -237,18 +237,18 @@ fn an_invalid_table_changes_nothing_and_says_why() {
 
         for (sql, key, says) in [
             (
-                "UPDATE walltrack.config SET value = '\"abc\"' WHERE key = 'breaker.failure_threshold'",
+                "UPDATE warden.config SET value = '\"abc\"' WHERE key = 'breaker.failure_threshold'",
                 "breaker.failure_threshold",
                 "\"abc\"",
             ),
             (
-                "UPDATE walltrack.config SET value = '-1' WHERE key = 'breaker.failure_threshold'",
+                "UPDATE warden.config SET value = '-1' WHERE key = 'breaker.failure_threshold'",
                 "breaker.failure_threshold",
                 "-1",
             ),
             (
-                "UPDATE walltrack.config SET value = '3' WHERE key = 'breaker.failure_threshold'; \
-                 INSERT INTO walltrack.config VALUES ('postgres.max_connections', '50')",
+                "UPDATE warden.config SET value = '3' WHERE key = 'breaker.failure_threshold'; \
+                 INSERT INTO warden.config VALUES ('postgres.max_connections', '50')",
                 "postgres.max_connections",
                 "restart",
             ),
@@ -263,12 +263,12 @@ fn an_invalid_table_changes_nothing_and_says_why() {
             .await;
             assert_eq!(status.version, before.version, "nothing applied: {status:?}");
             assert_eq!(threshold(&warden), 3);
-            psql(&pg, "DELETE FROM walltrack.config WHERE key = 'postgres.max_connections'");
+            psql(&pg, "DELETE FROM warden.config WHERE key = 'postgres.max_connections'");
         }
         // Fixed: accepted again, the error gone.
         psql(
             &pg,
-            "UPDATE walltrack.config SET value = '7' WHERE key = 'breaker.failure_threshold'",
+            "UPDATE warden.config SET value = '7' WHERE key = 'breaker.failure_threshold'",
         );
         eventually(Duration::from_secs(1), "threshold 7, no error", || async {
             let s = runtime.status();

@@ -87,7 +87,7 @@ async fn on_every_connection(warden: &Warden, query: &str) -> Vec<serde_json::Va
 
 async fn count(admin: &sqlx::PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM walltrack.{table}"
+        "SELECT count(*) FROM warden.{table}"
     )))
     .fetch_one(admin)
     .await
@@ -151,7 +151,7 @@ fn session_state_left_behind_never_reaches_the_next_call() {
     actix_test(async {
         let warden = connected(&pg).await;
         let configured = on_every_connection(&warden, "current_setting('search_path')").await;
-        assert_eq!(configured[0], json!("walltrack,public"));
+        assert_eq!(configured[0], json!("warden,public"));
 
         assert_usage(
             sql(&warden, "SET search_path = pg_catalog").await,
@@ -198,7 +198,7 @@ fn session_state_left_behind_never_reaches_the_next_call() {
         )
         .await
         {
-            assert_eq!(value, json!("walltrack,public 2700ms 0 0"));
+            assert_eq!(value, json!("warden,public 2700ms 0 0"));
         }
         let admin = pg.admin().await;
         let locks: i64 =
@@ -266,7 +266,7 @@ fn a_transaction_is_all_or_nothing_and_returns_rows_per_statement() {
         let balance = |id: i32| {
             let admin = admin.clone();
             async move {
-                sqlx::query_scalar::<_, i32>("SELECT balance FROM walltrack.account WHERE id = $1")
+                sqlx::query_scalar::<_, i32>("SELECT balance FROM warden.account WHERE id = $1")
                     .bind(id)
                     .fetch_one(&admin)
                     .await
@@ -449,7 +449,7 @@ fn a_transaction_cut_by_its_deadline_leaves_nothing_behind() {
                 .unwrap();
         }
         let admin = pg.admin().await;
-        let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM walltrack.jobs ORDER BY id")
+        let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM warden.jobs ORDER BY id")
             .fetch_all(&admin)
             .await
             .unwrap();

@@ -99,7 +99,7 @@ fn settings_are_listed_with_their_source_and_written_only_when_valid_and_authori
         };
         let admin = pg.admin().await;
         let rows = || async {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM walltrack.config")
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM warden.config")
                 .fetch_one(&admin)
                 .await
                 .unwrap()

@@ -1,10 +1,13 @@
 //! The exponential backoff schedule, as a small pure value type.
 //!
-//! `delay(attempt) = min(max, initial × multiplier^attempt)`, then spread by a random factor in
-//! `[1 - jitter, 1 + jitter]` so that several wardens restarting together do not hammer a
-//! recovering database in lockstep. The same type paces reconnects (`[backoff]`) and the retries
-//! of one call (`[retry]`, multiplier 2). It has no clock and no runtime, so it is unit- and
-//! property-tested on its own.
+//! `base(attempt) = min(max, initial × multiplier^attempt)`, then spread uniformly over
+//! `[base × (1 - jitter), min(max, base × (1 + jitter))]` so that several wardens restarting
+//! together do not hammer a recovering database in lockstep. `max` is a promise to the operator
+//! ("never wait longer than this"), so jitter never pushes a delay above it: at the cap the spread
+//! only goes down. The range is narrowed rather than the sample clamped, so that delays at the
+//! cap stay spread out instead of piling up on exactly `max`. The same type paces reconnects
+//! (`[backoff]`) and the retries of one call (`[retry]`, multiplier 2). It has no clock and no
+//! runtime, so it is unit- and property-tested on its own.
 
 use std::time::Duration;
 
@@ -82,25 +85,32 @@ impl Backoff {
         }
     }
 
-    /// The bounds any jittered delay for `attempt` falls in.
+    /// The bounds any jittered delay for `attempt` falls in: `base × (1 ± jitter)`, the upper
+    /// end capped at `max`.
     pub fn bounds(&self, attempt: u32) -> (Duration, Duration) {
+        let (lo, hi) = self.bounds_secs(attempt);
+        (saturating_secs(lo), saturating_secs(hi))
+    }
+
+    /// [`Backoff::bounds`] in seconds; `lo <= hi` always, since `base <= max`.
+    fn bounds_secs(&self, attempt: u32) -> (f64, f64) {
         let base = self.base(attempt).as_secs_f64();
-        (
-            saturating_secs(base * (1.0 - self.jitter)),
-            saturating_secs(base * (1.0 + self.jitter)),
-        )
+        let lo = base * (1.0 - self.jitter);
+        let hi = (base * (1.0 + self.jitter)).min(self.max.as_secs_f64());
+        (lo, hi.max(lo))
     }
 
     /// Hands out the next delay and counts the attempt.
     pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let base = self.base(self.attempt).as_secs_f64();
+        let (lo, hi) = self.bounds_secs(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
-        let spread = if self.jitter > 0.0 {
-            rng.random_range(-self.jitter..=self.jitter)
+        let secs = if hi > lo {
+            rng.random_range(lo..=hi)
         } else {
-            0.0
+            lo
         };
-        saturating_secs(base * (1.0 + spread))
+        // The float-to-Duration conversion may round up by a nanosecond; `max` stays a cap.
+        saturating_secs(secs).min(self.max)
     }
 
     /// Back to `initial`, after a successful connect.
@@ -147,6 +157,24 @@ mod tests {
         assert_eq!(b.attempt(), 2);
         b.reset();
         assert_eq!(b.next_delay(&mut rng), ms(100));
+    }
+
+    /// At the cap, jitter only shortens the delay, and the delays stay spread out rather than
+    /// all landing on `max` (which would put restarting instances back in lockstep).
+    #[test]
+    fn jitter_at_the_cap_stays_under_max_and_spread() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let max = ms(30_000);
+        let mut b = Backoff::new(ms(1_000), max, 2.0, 0.2);
+        b.attempt = 10;
+        let delays: Vec<_> = (0..200).map(|_| b.next_delay(&mut rng)).collect();
+        assert!(delays.iter().all(|d| *d <= max), "{delays:?}");
+        assert!(delays.iter().all(|d| *d >= ms(24_000)), "{delays:?}");
+        let at_max = delays.iter().filter(|d| **d == max).count();
+        assert!(at_max <= 2, "{at_max} of 200 delays exactly at max");
+        let lowest = delays.iter().min().unwrap();
+        assert!(*lowest < ms(25_000), "spread too narrow: lowest {lowest:?}");
+        assert_eq!(b.bounds(10), (ms(24_000), max));
     }
 
     #[test]
@@ -224,6 +252,28 @@ mod tests {
             let d = b.next_delay(&mut rng);
             prop_assert!(d <= ceiling, "{d:?}");
             add_to_clocks(d);
+        }
+
+        /// Whatever the schedule and attempt, a jittered delay never exceeds `max`, the
+        /// operator's "never wait longer than this" (for reconnects and for retries).
+        #[test]
+        fn jitter_never_exceeds_max(
+            initial_ms in 1u64..60_000,
+            extra_ms in 0u64..60_000,
+            multiplier in 1.0f64..=MAX_BACKOFF_MULTIPLIER,
+            jitter in 0.0f64..=1.0,
+            attempt in 0u32..64,
+            seed in any::<u64>(),
+        ) {
+            let max = ms(initial_ms + extra_ms);
+            let mut b = Backoff::new(ms(initial_ms), max, multiplier, jitter);
+            prop_assert!(b.bounds(attempt).1 <= max);
+            b.attempt = attempt;
+            let mut rng = StdRng::seed_from_u64(seed);
+            for _ in 0..8 {
+                let d = b.next_delay(&mut rng);
+                prop_assert!(d <= max, "{d:?} > max {max:?}");
+            }
         }
 
         /// Every delay stays within ±jitter of min(max, initial × multiplier^attempt), and the

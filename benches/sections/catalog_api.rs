@@ -113,7 +113,7 @@ fn direct_pool(pg_url: &str) -> sqlx::PgPool {
     let options: PgConnectOptions = pg_url.parse().expect("url");
     PgPoolOptions::new()
         .max_connections(POOL)
-        .connect_lazy_with(options.options([("search_path", "walltrack")]))
+        .connect_lazy_with(options.options([("search_path", "warden")]))
 }
 
 /// What wrk measured, with the count of answers that were not 2xx.

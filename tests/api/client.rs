@@ -175,10 +175,10 @@ pub fn stack_on(
 /// Rows in each catalog table and events in the outbox, for "nothing was written" checks.
 pub async fn counts(pool: &sqlx::PgPool) -> [i64; 4] {
     let row: (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM walltrack.recordings), \
-                (SELECT count(*) FROM walltrack.metadata), \
-                (SELECT count(*) FROM walltrack.tracklists), \
-                (SELECT count(*) FROM walltrack.graph_outbox)",
+        "SELECT (SELECT count(*) FROM warden.recordings), \
+                (SELECT count(*) FROM warden.metadata), \
+                (SELECT count(*) FROM warden.tracklists), \
+                (SELECT count(*) FROM warden.graph_outbox)",
     )
     .fetch_one(pool)
     .await

@@ -101,11 +101,11 @@ fn postgres_down_is_503_with_retry_after_then_201_again() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let admin = pg.admin().await;
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM walltrack.recordings")
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM warden.recordings")
             .fetch_one(&admin)
             .await
             .unwrap();
-        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM walltrack.graph_outbox")
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM warden.graph_outbox")
             .fetch_one(&admin)
             .await
             .unwrap();

@@ -62,7 +62,7 @@ fn every_route_answers_with_its_status_and_envelope() {
         assert_eq!(a.status, 200, "{}", a.text);
         assert_eq!(a.body["data"], rec);
         let stored: Value = sqlx::query_scalar(
-            "SELECT t.tracks FROM walltrack.tracklists t WHERE t.recording_id = $1::text::uuid",
+            "SELECT t.tracks FROM warden.tracklists t WHERE t.recording_id = $1::text::uuid",
         )
         .bind(&id)
         .fetch_one(&admin)
@@ -144,7 +144,7 @@ fn every_route_answers_with_its_status_and_envelope() {
             .as_i64()
             .unwrap();
         let events: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM walltrack.graph_outbox WHERE recording_id = $1::text::uuid",
+            "SELECT count(*) FROM warden.graph_outbox WHERE recording_id = $1::text::uuid",
         )
         .bind(&id)
         .fetch_one(&admin)

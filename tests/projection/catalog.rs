@@ -13,7 +13,7 @@ use warden_actors::{Cypher, Neo4jHandle};
 pub async fn pool(url: &str, size: u32) -> PgPool {
     let options = PgConnectOptions::from_str(url)
         .expect("url")
-        .options([("search_path", "walltrack,public")]);
+        .options([("search_path", "warden,public")]);
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(10))

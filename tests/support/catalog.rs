@@ -37,7 +37,7 @@ pub struct Event {
 /// The outbox events of one recording, oldest first.
 pub async fn events(admin: &sqlx::PgPool, recording: Uuid) -> Vec<Event> {
     let rows: Vec<(i64, i64, String, sqlx::types::Json<Value>)> = sqlx::query_as(
-        "SELECT id, version, op, payload FROM walltrack.graph_outbox \
+        "SELECT id, version, op, payload FROM warden.graph_outbox \
          WHERE recording_id = $1 ORDER BY id",
     )
     .bind(recording)
@@ -62,7 +62,7 @@ pub async fn counts(admin: &sqlx::PgPool) -> [i64; 4] {
         .enumerate()
     {
         out[i] = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM walltrack.{table}"
+            "SELECT count(*) FROM warden.{table}"
         )))
         .fetch_one(admin)
         .await
@@ -73,7 +73,7 @@ pub async fn counts(admin: &sqlx::PgPool) -> [i64; 4] {
 
 /// The recording's row version as PostgreSQL has it.
 pub async fn row_version(admin: &sqlx::PgPool, id: Uuid) -> Option<i64> {
-    sqlx::query_scalar("SELECT version FROM walltrack.recordings WHERE id = $1")
+    sqlx::query_scalar("SELECT version FROM warden.recordings WHERE id = $1")
         .bind(id)
         .fetch_optional(admin)
         .await

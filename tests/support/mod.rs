@@ -196,12 +196,13 @@ pub fn fast_settings(neo4j_uri: &str, pg_url: &str) -> warden_actors::WardenSett
     s.neo4j.password = warden_actors::Secret::new("warden-test");
     s.neo4j.connect_timeout = Duration::from_secs(2);
     s.neo4j.query_timeout = Duration::from_secs(3);
-    s.neo4j.probe_interval = Duration::from_millis(200);
+    // probe_timeout < probe_interval, as validation requires.
+    s.neo4j.probe_interval = Duration::from_millis(400);
     s.neo4j.probe_timeout = Duration::from_millis(300);
     s.postgres.url = pg_url.to_owned();
     s.postgres.connect_timeout = Duration::from_secs(2);
     s.postgres.query_timeout = Duration::from_secs(3);
-    s.postgres.probe_interval = Duration::from_millis(200);
+    s.postgres.probe_interval = Duration::from_millis(400);
     s.postgres.probe_timeout = Duration::from_millis(300);
     s.postgres.max_connections = 4;
     s.backoff.initial = Duration::from_millis(100);

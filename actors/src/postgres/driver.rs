@@ -25,7 +25,7 @@ use crate::{
     postgres::errors::{from_sqlx, PgBounds},
     postgres::session::{self, Untrusted},
     secret::Secret,
-    settings::{check_schema, percent_decode, PostgresSettings, SettingsError},
+    settings::{check_schema, PostgresSettings, SettingsError},
 };
 
 /// A generation's probe connection: PostgresActor's own, outside the pool. Probing through
@@ -220,20 +220,15 @@ impl PgDriver {
             message: why,
         };
         let url = Url::parse(&s.url).map_err(|e| bad(format!("invalid postgres.url: {e}")))?;
-        let host = url.host_str().unwrap_or("127.0.0.1");
-        let user = match url.username() {
-            "" => "postgres".to_owned(),
-            u => percent_decode(u),
-        };
-        let database = match url.path().trim_start_matches('/') {
-            "" => user.clone(),
-            d => percent_decode(d),
-        };
+        // The same host, port, user and database `warden run` logs at startup.
+        let target = s
+            .target()
+            .ok_or_else(|| bad("invalid postgres.url".to_owned()))?;
         let mut opts = PgConnectOptions::new_without_pgpass()
-            .host(host)
-            .port(url.port().unwrap_or(5432))
-            .username(&user)
-            .database(&database)
+            .host(&target.host)
+            .port(target.port)
+            .username(&target.user)
+            .database(&target.database)
             .application_name(&s.application_name)
             .options([
                 (
@@ -452,14 +447,14 @@ mod tests {
         assert_eq!(opts.get_database(), Some("wallets"));
         assert_eq!(opts.get_application_name(), Some("warden"));
         let o = opts.get_options().unwrap();
-        assert!(o.contains("search_path=walltrack,public"), "{o}");
+        assert!(o.contains("search_path=warden,public"), "{o}");
         assert!(o.contains("statement_timeout=27000ms"), "{o}");
     }
 
     #[test]
     fn a_schema_that_is_not_an_identifier_is_refused_before_any_sql() {
         for schema in [
-            "walltrack; DROP SCHEMA public",
+            "warden; DROP SCHEMA public",
             "wall-track",
             "1st",
             "",

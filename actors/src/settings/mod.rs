@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
+mod target;
 mod urls;
 mod validate;
+
+pub use target::PgTarget;
 
 pub(crate) use urls::percent_decode;
 pub use urls::redact_url;
@@ -212,7 +215,7 @@ impl Default for PostgresSettings {
             url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             password: Secret::default(),
             password_file: None,
-            schema: "walltrack".into(),
+            schema: "warden".into(),
             max_connections: 10,
             min_connections: 1,
             io_threads: 2,
@@ -227,14 +230,15 @@ impl Default for PostgresSettings {
     }
 }
 
-/// `[backoff]`: `delay = min(max, initial × multiplier^attempt)`, jittered by ±`jitter`.
+/// `[backoff]`: `delay = min(max, initial × multiplier^attempt)`, jittered by ±`jitter`, and
+/// never above `max` (at the cap jitter only shortens the delay).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackoffSettings {
     /// First delay after a failure.
     #[serde(with = "humantime_serde")]
     pub initial: Duration,
-    /// Cap on the delay, before jitter; at most [`MAX_SUPERVISION_DELAY`].
+    /// Cap on the delay, jitter included; at most [`MAX_SUPERVISION_DELAY`].
     #[serde(with = "humantime_serde")]
     pub max: Duration,
     /// Growth factor per attempt; 1 to [`MAX_BACKOFF_MULTIPLIER`].

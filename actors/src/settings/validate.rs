@@ -71,6 +71,7 @@ impl WardenSettings {
             n.probe_timeout,
             MAX_SUPERVISION_DELAY,
         )?;
+        probe_ends_before_the_next("neo4j", n.probe_interval, n.probe_timeout)?;
 
         let p = &self.postgres;
         let url = Url::parse(&p.url)
@@ -135,6 +136,7 @@ impl WardenSettings {
             p.probe_timeout,
             MAX_SUPERVISION_DELAY,
         )?;
+        probe_ends_before_the_next("postgres", p.probe_interval, p.probe_timeout)?;
         if p.application_name.is_empty() || p.application_name.len() > 63 {
             return Err(SettingsError::new(
                 "postgres.application_name",
@@ -225,6 +227,28 @@ fn io_threads(key: &str, value: usize) -> Result<(), SettingsError> {
     Ok(())
 }
 
+/// `probe_timeout < probe_interval`: a probe that may last longer than the interval overlaps
+/// the next one, so a hung database is reported later than `probe_interval + probe_timeout`
+/// promises and probes pile up on the connection kept for them.
+fn probe_ends_before_the_next(
+    db: &str,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<(), SettingsError> {
+    if timeout >= interval {
+        return Err(SettingsError::new(
+            &format!("{db}.probe_timeout"),
+            humantime::format_duration(timeout),
+            format!(
+                "must be shorter than `{db}.probe_interval` ({}), so that a probe ends before \
+                 the next one is due",
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A duration that must be longer than zero and at most `max`.
 pub(crate) fn bounded(key: &str, value: Duration, max: Duration) -> Result<(), SettingsError> {
     if value.is_zero() {
@@ -277,7 +301,7 @@ mod tests {
         let s = WardenSettings::default();
         s.validate().unwrap();
         assert_eq!(s.neo4j.max_connections, 16);
-        assert_eq!(s.postgres.schema, "walltrack");
+        assert_eq!(s.postgres.schema, "warden");
         assert_eq!(s.backoff.max, Duration::from_secs(30));
         assert_eq!(s.retry.max_attempts, 3);
         assert_eq!(s.breaker.failure_threshold, 5);
@@ -298,6 +322,32 @@ mod tests {
         let err = serde_json::from_str::<WardenSettings>(r#"{"breaker": {"cooldwn": "45s"}}"#)
             .unwrap_err();
         assert!(err.to_string().contains("cooldwn"), "{err}");
+    }
+
+    #[test]
+    fn a_probe_timeout_must_be_shorter_than_its_interval() {
+        for db in ["neo4j", "postgres"] {
+            for timeout_ms in [2_000, 5_000] {
+                let mut s = WardenSettings::default();
+                let timeout = Duration::from_millis(timeout_ms);
+                if db == "neo4j" {
+                    s.neo4j.probe_timeout = timeout;
+                } else {
+                    s.postgres.probe_timeout = timeout;
+                }
+                let err = s.validate().unwrap_err();
+                assert_eq!(err.key, format!("{db}.probe_timeout"));
+                assert_eq!(err.value, humantime::format_duration(timeout).to_string());
+                assert!(
+                    err.reason.contains(&format!("`{db}.probe_interval` (2s)")),
+                    "{err}"
+                );
+            }
+        }
+        let mut s = WardenSettings::default();
+        s.postgres.probe_timeout = Duration::from_millis(1_999);
+        s.neo4j.probe_timeout = Duration::from_millis(1_999);
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]
@@ -336,7 +386,7 @@ mod tests {
         let hour = MAX_SUPERVISION_DELAY;
         let day = MAX_QUERY_TIMEOUT;
         let minute = MAX_RETRY_DELAY;
-        let cases: [(&str, Duration, Set); 14] = [
+        let cases: [(&str, Duration, Set); 12] = [
             ("neo4j.connect_timeout", hour, |s, d| {
                 s.neo4j.connect_timeout = d
             }),
@@ -347,9 +397,6 @@ mod tests {
             }),
             ("neo4j.probe_interval", hour, |s, d| {
                 s.neo4j.probe_interval = d
-            }),
-            ("neo4j.probe_timeout", hour, |s, d| {
-                s.neo4j.probe_timeout = d
             }),
             ("postgres.connect_timeout", hour, |s, d| {
                 s.postgres.connect_timeout = d
@@ -362,9 +409,6 @@ mod tests {
             }),
             ("postgres.probe_interval", hour, |s, d| {
                 s.postgres.probe_interval = d
-            }),
-            ("postgres.probe_timeout", hour, |s, d| {
-                s.postgres.probe_timeout = d
             }),
             ("backoff.initial", hour, |s, d| {
                 s.backoff.initial = d;
@@ -391,6 +435,17 @@ mod tests {
                 "{key}: {err}"
             );
         }
+        // A probe timeout is bounded by its interval (at most an hour) and by the hour itself.
+        let mut s = WardenSettings::default();
+        s.neo4j.probe_interval = hour;
+        s.neo4j.probe_timeout = hour - Duration::from_millis(1);
+        s.postgres.probe_interval = hour;
+        s.postgres.probe_timeout = hour - Duration::from_millis(1);
+        assert_eq!(s.validate(), Ok(()));
+        s.postgres.probe_timeout = hour + Duration::from_millis(1);
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.key, "postgres.probe_timeout");
+        assert_eq!(err.reason, "must be at most 1h");
 
         // The values of the issue, which passed before.
         let mut s = WardenSettings::default();
