@@ -68,6 +68,7 @@ fn settings_are_listed_with_their_source_and_written_only_when_valid_and_authori
             ("NEO4J_URI", no_graph()),
             ("WARDEN__HTTP__API_TOKEN", TOKEN.to_owned()),
             ("WARDEN__POSTGRES__PROBE_INTERVAL", "200ms".to_owned()),
+            ("WARDEN__POSTGRES__PROBE_TIMEOUT", "150ms".to_owned()),
             ("WARDEN__RUNTIME_SETTINGS__POLL_INTERVAL", "2s".to_owned()),
         ]
         .into_iter()

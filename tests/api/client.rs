@@ -18,7 +18,7 @@ pub fn env(pg_url: &str) -> Vec<(&'static str, String)> {
         ("WARDEN__NEO4J__CONNECT_TIMEOUT", "1s".to_owned()),
         ("WARDEN__POSTGRES__CONNECT_TIMEOUT", "1s".to_owned()),
         ("WARDEN__POSTGRES__QUERY_TIMEOUT", "3s".to_owned()),
-        ("WARDEN__POSTGRES__PROBE_INTERVAL", "200ms".to_owned()),
+        ("WARDEN__POSTGRES__PROBE_INTERVAL", "400ms".to_owned()),
         ("WARDEN__POSTGRES__PROBE_TIMEOUT", "300ms".to_owned()),
         ("WARDEN__BACKOFF__INITIAL", "100ms".to_owned()),
         ("WARDEN__BACKOFF__MAX", "500ms".to_owned()),

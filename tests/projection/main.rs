@@ -481,7 +481,7 @@ fn exactness_after_a_hung_graph_and_a_killed_projector() {
             ("NEO4J_URI", format!("bolt://127.0.0.1:{}", proxy.port)),
             ("WARDEN__HTTP__API_TOKEN", TOKEN.to_owned()),
             ("WARDEN__NEO4J__QUERY_TIMEOUT", "3s".to_owned()),
-            ("WARDEN__NEO4J__PROBE_INTERVAL", "500ms".to_owned()),
+            ("WARDEN__NEO4J__PROBE_INTERVAL", "750ms".to_owned()),
             ("WARDEN__NEO4J__PROBE_TIMEOUT", "500ms".to_owned()),
             ("WARDEN__NEO4J__MAX_CONNECTIONS", "3".to_owned()),
             ("WARDEN__POSTGRES__MAX_CONNECTIONS", "8".to_owned()),
