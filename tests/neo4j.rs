@@ -51,8 +51,10 @@ fn ping_and_probes_over_bolt() {
     let mut stub = BoltStub::start("ping.script");
     actix_test(async {
         let mut settings = fast_settings(&stub.uri(), &no_pg());
-        settings.neo4j.probe_interval = Duration::from_millis(150);
-        settings.neo4j.probe_timeout = Duration::from_millis(100);
+        // A probe that timed out would drop the connection mid-script: a timeout with room on
+        // a loaded machine (100 ms failed once in a CI run), and the interval above it.
+        settings.neo4j.probe_interval = Duration::from_millis(400);
+        settings.neo4j.probe_timeout = Duration::from_millis(300);
         let warden = Warden::start(settings).unwrap();
         neo4j_status(&warden, ComponentStatus::Connected, Duration::from_secs(5)).await;
         let c = warden.health_handle().view().components[&Database::Neo4j].clone();
