@@ -64,6 +64,19 @@ impl<'de> Deserialize<'de> for Secret {
 /// and `passfile`; a Neo4j routing context is free-form), so its value is always redacted.
 const SAFE_QUERY_KEYS: &[&str] = &["sslmode", "ssl-mode"];
 
+impl Secret {
+    /// Reads a secret file (`*_file` settings): its whole text, less the trailing newline
+    /// that `echo` and editors leave. An unreadable file is an error naming `key` and the
+    /// path, never the content.
+    pub fn from_file(key: &str, path: &std::path::Path) -> Result<Secret, crate::SettingsError> {
+        std::fs::read_to_string(path)
+            .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
+            .map_err(|e| {
+                crate::SettingsError::new(key, path.display(), format!("cannot read: {e}"))
+            })
+    }
+}
+
 /// Whether a query parameter's value may be printed.
 pub(crate) fn is_safe_query_key(key: &str) -> bool {
     SAFE_QUERY_KEYS.contains(&key)

@@ -48,17 +48,10 @@ pub fn resolve_token(
     file: Option<&Path>,
 ) -> Result<Option<Secret>, SettingsError> {
     let (key, token) = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
-                key: "http.api_token_file".into(),
-                value: path.display().to_string(),
-                reason: format!("cannot read: {e}"),
-            })?;
-            (
-                "http.api_token_file",
-                Secret::new(text.trim_end_matches(['\r', '\n'])),
-            )
-        }
+        Some(path) => (
+            "http.api_token_file",
+            Secret::from_file("http.api_token_file", path)?,
+        ),
         None => match inline {
             Some(token) => ("http.api_token", token),
             None => return Ok(None),

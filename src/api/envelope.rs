@@ -6,14 +6,14 @@ use actix_web::{
     http::{header, StatusCode},
     HttpResponse,
 };
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use super::error::ApiError;
 
 /// The current time as the envelope shows it: RFC 3339, milliseconds, UTC (`Z`).
 pub fn timestamp() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    warden_actors::timestamp::format(&Utc::now())
 }
 
 #[derive(Serialize)]

@@ -11,7 +11,7 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use actix_web::web::Bytes;
 use arc_swap::ArcSwap;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use warden_actors::{
     circuit::CircuitStatus,
@@ -50,7 +50,7 @@ impl Sample {
     /// A sample of `view` taken at `at`.
     pub fn of(view: &HealthView, at: DateTime<Utc>) -> Self {
         Self {
-            at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            at: warden_actors::timestamp::format(&at),
             components: view
                 .components
                 .iter()

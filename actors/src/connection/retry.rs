@@ -106,9 +106,11 @@ impl<C: Clone + 'static> Link<C> {
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, Failed>>,
     {
-        let settings = **self.tunables.load();
-        let retry = settings.retry;
-        let mut schedule = Backoff::retry(&retry, settings.backoff.jitter);
+        // Only the retry policy, read under the guard: the whole settings are not copied.
+        let (retry, mut schedule) = {
+            let t = self.tunables.load();
+            (t.retry, Backoff::retry(&t.retry, t.backoff.jitter))
+        };
         let mut tries = 0;
         let mut last_error: Option<WardenError> = None;
         let mut first = Some(first);

@@ -10,16 +10,11 @@ use crate::secret::{is_safe_query_key, printable_query_key};
 impl WardenSettings {
     /// Reads `password_file`s into their `password`. Call once, before [`Self::validate`].
     pub fn load_secret_files(&mut self) -> Result<(), SettingsError> {
-        fn read(key: &str, path: &PathBuf) -> Result<Secret, SettingsError> {
-            std::fs::read_to_string(path)
-                .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
-                .map_err(|e| SettingsError::new(key, path.display(), format!("cannot read: {e}")))
-        }
         if let Some(path) = &self.neo4j.password_file {
-            self.neo4j.password = read("neo4j.password_file", path)?;
+            self.neo4j.password = Secret::from_file("neo4j.password_file", path)?;
         }
         if let Some(path) = &self.postgres.password_file {
-            self.postgres.password = read("postgres.password_file", path)?;
+            self.postgres.password = Secret::from_file("postgres.password_file", path)?;
         }
         Ok(())
     }
