@@ -487,6 +487,29 @@ struct Load {
     errors: usize,
     p50: Duration,
     p99: Duration,
+    /// CPU time of this whole process (every thread, kernel time included) per successful
+    /// call, where measured (`Sql` rounds), else zero. The PostgreSQL server is another
+    /// process and is not counted: this is what a call costs its caller.
+    cpu: Duration,
+}
+
+/// CPU time used so far by every thread of this process, from `/proc/self/task/*/schedstat`
+/// (nanoseconds, unlike `/proc/self/stat`'s clock ticks). Threads that ended are not counted,
+/// so only differences over a span in which no thread ends are meaningful.
+fn process_cpu() -> Duration {
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+                ns += text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(ns)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> Duration {
@@ -525,6 +548,7 @@ fn summarize(parts: Vec<(Vec<u32>, usize)>, elapsed: Duration) -> Load {
         errors,
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
+        cpu: Duration::ZERO,
     }
 }
 
@@ -540,6 +564,7 @@ fn median_load(rounds: &[Load]) -> Load {
         errors: rounds.iter().map(|l| l.errors).sum(),
         p50: Duration::from_secs_f64(med(&|l| l.p50.as_secs_f64())),
         p99: Duration::from_secs_f64(med(&|l| l.p99.as_secs_f64())),
+        cpu: Duration::from_secs_f64(med(&|l| l.cpu.as_secs_f64())),
     }
 }
 
@@ -555,6 +580,24 @@ fn round_ratios(a: &[Load], b: &[Load]) -> Vec<f64> {
     let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a.rate / b.rate).collect();
     r.sort_by(f64::total_cmp);
     r
+}
+
+/// The CPU each call costs this process on path `a` beyond path `b`, per round: "median µs
+/// (lowest–highest round)". Less sensitive to the machine's other load than the throughput
+/// ratio, and it says where a shortfall comes from: work per call, or waiting.
+fn cpu_gap_text(a: &[Load], b: &[Load]) -> String {
+    let mut gaps: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| (a.cpu.as_secs_f64() - b.cpu.as_secs_f64()) * 1e6)
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    format!(
+        "{:+.1} µs ({:+.1}–{:+.1})",
+        gaps[gaps.len() / 2],
+        gaps[0],
+        gaps[gaps.len() - 1]
+    )
 }
 
 /// "median % (lowest–highest round)", so that the table shows how noisy the rounds were.
@@ -653,7 +696,17 @@ fn load_row(rows: &mut Vec<Row>, what: String, l: &Load) {
     row(
         rows,
         what,
-        format!("{:.0}, {} / {}", l.rate, us(l.p50), us(l.p99)),
+        if l.cpu.is_zero() {
+            format!("{:.0}, {} / {}", l.rate, us(l.p50), us(l.p99))
+        } else {
+            format!(
+                "{:.0}, {} / {}, {:.1} µs CPU",
+                l.rate,
+                us(l.p50),
+                us(l.p99),
+                l.cpu.as_secs_f64() * 1e6
+            )
+        },
         "",
         (l.errors > 0).then_some(false),
     );
@@ -704,6 +757,7 @@ where
     for _ in 0..concurrency.min(POOL as usize) {
         call().await;
     }
+    let cpu_before = process_cpu();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..concurrency)
@@ -716,7 +770,10 @@ where
     for t in tasks {
         parts.push(t.await.expect("caller"));
     }
-    summarize(parts, start.elapsed())
+    let mut load = summarize(parts, start.elapsed());
+    let calls = (load.rate * start.elapsed().as_secs_f64()).max(1.0);
+    load.cpu = (process_cpu().saturating_sub(cpu_before)).div_f64(calls);
+    load
 }
 
 /// The paths of the `Sql` load, each measured from the same 2-worker caller runtime.
@@ -825,6 +882,22 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
                     &median_load(l),
                 );
             }
+            if wanted(1) && wanted(3) {
+                row(
+                    rows,
+                    format!("Sql ×{n}: hosted ÷ baseline (median of {rounds} rounds)"),
+                    ratio_text(&loads[3], &loads[1]),
+                    "≥ 95 %",
+                    Some(median_ratio(&loads[3], &loads[1]) >= 0.95),
+                );
+                row(
+                    rows,
+                    format!("Sql ×{n}: hosted − baseline, CPU per call"),
+                    cpu_gap_text(&loads[3], &loads[1]),
+                    "",
+                    None,
+                );
+            }
             continue;
         }
         system.block_on(async {
@@ -860,6 +933,13 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
             ratio_text(app, tuned),
             "≥ 95 %",
             Some(hosted_ratio >= 0.95),
+        );
+        row(
+            rows,
+            format!("Sql ×{n}: hosted − baseline, CPU per call"),
+            cpu_gap_text(app, tuned),
+            "",
+            None,
         );
         row(
             rows,

@@ -98,7 +98,7 @@ impl CallRuntime {
     /// runtime it runs inside the task that awaits it, if that task runs there, and is spawned
     /// there otherwise (when first polled).
     pub(crate) fn run<T: Send + 'static>(
-        &self,
+        self,
         call: BoxFuture<'static, Result<T, WardenError>>,
         database: Database,
     ) -> Run<T> {
@@ -108,7 +108,7 @@ impl CallRuntime {
             State::Spawned(self.handle.spawn(call))
         };
         Run {
-            runtime: self.clone(),
+            runtime: self,
             database,
             state,
         }

@@ -151,6 +151,7 @@ fn wrk(port: u16, script: &str, connections: usize, seconds: u64) -> (Load, usiz
             errors: bad,
             p50: pct("50%"),
             p99: pct("99%"),
+            cpu: Duration::ZERO,
         },
         bad,
     )

@@ -15,7 +15,10 @@ use actix::{prelude::*, WeakRecipient};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use super::{driver::Timings, retry::Failed};
+use super::{
+    driver::Timings,
+    retry::{Failed, RetryPolicy},
+};
 use crate::{
     breaker::{BreakerActor, CircuitBoard, Trip},
     error::{Database, WardenError},
@@ -66,6 +69,8 @@ pub(crate) struct Admitted<C> {
     pub(super) deadline: Instant,
     /// The `query_timeout` the deadline was set from, for the error that reports it.
     pub(super) budget: Duration,
+    /// The retry policy in force at admission.
+    pub(super) retry: RetryPolicy,
     pub(super) in_flight: InFlight<C>,
 }
 
@@ -94,11 +99,17 @@ impl<C: Clone + 'static> Admitted<C> {
             generation,
             deadline,
             budget,
+            retry,
             in_flight,
         } = self;
         let link = &in_flight.0;
         let result = link
-            .attempts((client, generation), (deadline, budget), &mut attempt)
+            .attempts(
+                (client, generation),
+                (deadline, budget),
+                retry,
+                &mut attempt,
+            )
             .await;
         match &result {
             Ok(_) => link.report(None),
@@ -181,12 +192,21 @@ impl<C: Clone + 'static> Link<C> {
             self.refused(&stopped);
             return Err(stopped);
         }
-        let budget = self.tunables.load().database(self.database).query_timeout;
+        // One read of the tunables for the whole call: its deadline and its retry policy.
+        let (budget, retry) = {
+            let t = self.tunables.load();
+            let policy = RetryPolicy {
+                retry: t.retry,
+                jitter: t.backoff.jitter,
+            };
+            (t.database(self.database).query_timeout, policy)
+        };
         Ok(Admitted {
             client,
             generation,
             deadline: Instant::now() + budget,
             budget,
+            retry,
             in_flight,
         })
     }

@@ -19,6 +19,7 @@ use super::link::{ConnectionLost, Link};
 use crate::{
     backoff::Backoff,
     error::{TimeoutPhase, WardenError},
+    settings::RetrySettings,
 };
 
 /// How far an attempt got before it failed, which decides whether running it again is safe.
@@ -100,17 +101,16 @@ impl<C: Clone + 'static> Link<C> {
         &self,
         first: (C, u64),
         (deadline, budget): (Instant, Duration),
+        policy: RetryPolicy,
         attempt: &mut F,
     ) -> Result<T, WardenError>
     where
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, Failed>>,
     {
-        // Only the retry policy, read under the guard: the whole settings are not copied.
-        let (retry, mut schedule) = {
-            let t = self.tunables.load();
-            (t.retry, Backoff::retry(&t.retry, t.backoff.jitter))
-        };
+        let retry = policy.retry;
+        // Built at the first retry: most calls never need it.
+        let mut schedule: Option<Backoff> = None;
         let mut tries = 0;
         let mut last_error: Option<WardenError> = None;
         let mut first = Some(first);
@@ -129,9 +129,8 @@ impl<C: Clone + 'static> Link<C> {
                 (Err(refused), None) => return Err(refused),
             };
             // One timer for both phases of the attempt; `phase` says which one it ran out in.
-            let remaining = deadline.saturating_duration_since(Instant::now());
             let mut phase = TimeoutPhase::Acquire;
-            let outcome = tokio::time::timeout(remaining, async {
+            let outcome = tokio::time::timeout_at(deadline.into(), async {
                 // The semaphore is never closed; waiting here means every slot is busy.
                 let _permit = self.permits.acquire().await;
                 phase = TimeoutPhase::Query;
@@ -158,7 +157,9 @@ impl<C: Clone + 'static> Link<C> {
             if !failed.retry_safe() || tries >= retry.max_attempts {
                 return Err(failed.error);
             }
-            let delay = schedule.next_delay(&mut rand::rng());
+            let delay = schedule
+                .get_or_insert_with(|| Backoff::retry(&retry, policy.jitter))
+                .next_delay(&mut rand::rng());
             if Instant::now() + delay >= deadline {
                 return Err(failed.error);
             }
@@ -173,6 +174,14 @@ impl<C: Clone + 'static> Link<C> {
             last_error = Some(failed.error);
         }
     }
+}
+
+/// The retries a call may make: `[retry]` and the reconnect schedule's jitter, as in force when
+/// the call was admitted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    pub(crate) retry: RetrySettings,
+    pub(crate) jitter: f64,
 }
 
 /// Set while a `COMMIT` is on the wire, so that a deadline running out then is reported as

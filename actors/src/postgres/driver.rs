@@ -36,8 +36,15 @@ pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
 
 /// What calls get: the shared pool, the runtime its sockets belong to (where calls run), the
 /// moment since which its idle connections are trusted, and what mapping its errors needs.
+///
+/// Every admitted call clones it and drops it again, from whichever thread the caller is on:
+/// one reference count for the whole, rather than one per field, keeps that to a single
+/// atomic add and subtract on a line the threads share.
 #[derive(Clone)]
-pub struct PgClient {
+pub struct PgClient(Arc<PgShared>);
+
+/// What a [`PgClient`] points to.
+pub struct PgShared {
     pub(super) pool: PgPool,
     pub(super) io: CallRuntime,
     trust: Arc<TrustedSince>,
@@ -46,10 +53,27 @@ pub struct PgClient {
     pub(super) secrets: Arc<Vec<Secret>>,
 }
 
-impl PgClient {
-    /// The shared pool.
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.pool
+impl std::ops::Deref for PgClient {
+    type Target = PgShared;
+
+    fn deref(&self) -> &PgShared {
+        &self.0
+    }
+}
+
+impl PgShared {
+    /// Checks a connection out of the shared pool.
+    ///
+    /// sqlx's acquire future is about 8.6 KB (it holds a whole connect inline). A future is
+    /// moved whole, however little of it has run, so left inline it would be copied at every
+    /// layer a call passes through on its way to the runtime (the attempt, its deadline, the
+    /// retries, the call, the box): several 9-10 KB copies per call, which cost more CPU than
+    /// the rest of warden's call path together (`scripts/bench sql` showed it). Boxed here, it
+    /// is written once, into the heap, and every layer above stays a few hundred bytes.
+    pub(crate) async fn acquire(
+        &self,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        Box::pin(self.pool.acquire()).await
     }
 
     /// Maps a driver error; a connection-class one withdraws trust from every idle connection,
@@ -168,11 +192,11 @@ impl PgDriver {
             .before_acquire({
                 let trust = self.trust.clone();
                 move |conn, meta| {
-                    let fresh = meta.idle_for < ALIVE_BYPASS.min(trust.elapsed());
-                    Box::pin(async move {
-                        // `false` discards it; the pool opens another.
-                        Ok(fresh || conn.ping().await.is_ok())
-                    })
+                    if meta.idle_for < ALIVE_BYPASS && meta.idle_for < trust.elapsed() {
+                        return Box::pin(Keep);
+                    }
+                    // `false` discards it; the pool opens another.
+                    Box::pin(async move { Ok(conn.ping().await.is_ok()) })
                 }
             })
             // A `WithPool` closure can leave anything on a session (a `BEGIN`, a `SET`): while
@@ -182,11 +206,10 @@ impl PgDriver {
             .after_release({
                 let untrusted = self.untrusted.clone();
                 move |conn, _| {
-                    let check = untrusted.now();
+                    if !untrusted.now() {
+                        return Box::pin(Keep);
+                    }
                     Box::pin(async move {
-                        if !check {
-                            return Ok(true);
-                        }
                         Ok(match session::reset(conn).await {
                             Ok(()) => true,
                             Err(error) => {
@@ -334,14 +357,14 @@ impl Driver for PgDriver {
                 // Created inside the call runtime: the pool's own tasks (the reaper, refills
                 // to min_connections) run there, so every pooled socket belongs to it.
                 let _inside = io.handle().enter();
-                PgClient {
+                PgClient(Arc::new(PgShared {
                     pool: pool_options.connect_lazy_with(opts),
                     io: io.clone(),
                     trust: trust.clone(),
                     untrusted: untrusted.clone(),
                     bounds,
                     secrets: secrets.clone(),
-                }
+                }))
             });
             let Some(client) = client else {
                 // Shut down while this connect ran.
@@ -380,6 +403,22 @@ impl Driver for PgDriver {
 impl IoClient for PgClient {
     fn io(&self) -> &CallRuntime {
         &self.io
+    }
+}
+
+/// A pool hook's answer when no round trip is needed: keep the connection. The hooks run at
+/// every checkout and release and must return a boxed future; this one is zero-sized, so
+/// boxing it allocates nothing.
+struct Keep;
+
+impl std::future::Future for Keep {
+    type Output = Result<bool, sqlx::Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(true))
     }
 }
 

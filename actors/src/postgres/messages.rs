@@ -210,7 +210,6 @@ async fn execute(client: PgClient, sql: &Sql) -> Result<Rows, Failed> {
     // Parameters were checked once, when the call started (`refuse_params`).
     let effect = statement::classify(&sql.query, Context::Single).map_err(|r| usage(r.0))?;
     let mut conn = client
-        .pool
         .acquire()
         .await
         .map_err(|e| Failed::before_send(client.error(&e)))?;

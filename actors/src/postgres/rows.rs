@@ -67,8 +67,7 @@ fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
     if row.try_get_raw(i)?.is_null() {
         return Ok(Value::Null);
     }
-    let type_name = row.columns()[i].type_info().name().to_owned();
-    Ok(match type_name.as_str() {
+    Ok(match row.columns()[i].type_info().name() {
         "BOOL" => Value::Bool(row.try_get(i)?),
         "INT2" => Value::from(row.try_get::<i16, _>(i)?),
         "INT4" => Value::from(row.try_get::<i32, _>(i)?),

@@ -97,7 +97,8 @@ impl Untrusted {
 
     /// Whether a connection released now must be reset.
     pub(crate) fn now(&self) -> bool {
-        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        now < self.until.load(Ordering::Acquire)
+        let until = self.until.load(Ordering::Acquire);
+        // Never marked (no `WithPool` yet): no clock read on every release.
+        until != 0 && u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX) < until
     }
 }

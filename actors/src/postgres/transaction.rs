@@ -227,7 +227,6 @@ struct Open<'a> {
 impl<'a> Open<'a> {
     async fn begin(client: &'a PgClient, isolation: Isolation) -> Result<Open<'a>, Failed> {
         let conn = client
-            .pool()
             .acquire()
             .await
             .map_err(|e| Failed::before_send(client.error(&e)))?;
