@@ -3,7 +3,6 @@
 //! drain at shutdown, and the report of each call's outcome to the circuit board.
 
 use std::{
-    future::Future,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, OnceLock,
@@ -15,10 +14,7 @@ use actix::{prelude::*, WeakRecipient};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use super::{
-    driver::Timings,
-    retry::{Failed, RetryPolicy},
-};
+use super::driver::Timings;
 use crate::{
     breaker::{BreakerActor, CircuitBoard, Trip},
     error::{Database, WardenError},
@@ -69,8 +65,8 @@ pub(crate) struct Admitted<C> {
     pub(super) deadline: Instant,
     /// The `query_timeout` the deadline was set from, for the error that reports it.
     pub(super) budget: Duration,
-    /// The retry policy in force at admission.
-    pub(super) retry: RetryPolicy,
+    /// Attempts allowed in all (`retry.max_attempts` at admission).
+    pub(super) max_attempts: u32,
     pub(super) in_flight: InFlight<C>,
 }
 
@@ -83,44 +79,6 @@ impl<C: Clone + 'static> Admitted<C> {
     /// When the call's `query_timeout` runs out.
     pub(crate) fn deadline(&self) -> Instant {
         self.deadline
-    }
-
-    /// Runs the call: up to `retry.max_attempts` attempts with jittered backoff between them,
-    /// all inside `query_timeout`, the first on this admission, retries admitted again.
-    /// `attempt` gets the current client each time. Only retry-safe failures are retried (see
-    /// [`Failed`]). The breaker hears one outcome per call, not one per attempt.
-    pub(crate) async fn call<T, F, Fut>(self, mut attempt: F) -> Result<T, WardenError>
-    where
-        F: FnMut(C) -> Fut,
-        Fut: Future<Output = Result<T, Failed>>,
-    {
-        let Admitted {
-            client,
-            generation,
-            deadline,
-            budget,
-            retry,
-            in_flight,
-        } = self;
-        let link = &in_flight.0;
-        let result = link
-            .attempts(
-                (client, generation),
-                (deadline, budget),
-                retry,
-                &mut attempt,
-            )
-            .await;
-        match &result {
-            Ok(_) => link.report(None),
-            Err(e) if e.counts_against_circuit() => link.report(Some(e)),
-            Err(_) => {}
-        }
-        // Admitted at `deadline - budget`: no clock read at admission just for this.
-        let admitted_at = deadline.checked_sub(budget);
-        link.metrics
-            .call_ended(Outcome::of(&result), admitted_at.map(|at| at.elapsed()));
-        result
     }
 
     /// Ends an admitted call that cannot start (its parameters are out of bounds) with
@@ -192,21 +150,21 @@ impl<C: Clone + 'static> Link<C> {
             self.refused(&stopped);
             return Err(stopped);
         }
-        // One read of the tunables for the whole call: its deadline and its retry policy.
-        let (budget, retry) = {
+        // One read of the tunables on the common path: the deadline and the attempts allowed.
+        // A retry's delays are read when the first retry comes (see `retry.rs`).
+        let (budget, max_attempts) = {
             let t = self.tunables.load();
-            let policy = RetryPolicy {
-                retry: t.retry,
-                jitter: t.backoff.jitter,
-            };
-            (t.database(self.database).query_timeout, policy)
+            (
+                t.database(self.database).query_timeout,
+                t.retry.max_attempts,
+            )
         };
         Ok(Admitted {
             client,
             generation,
             deadline: Instant::now() + budget,
             budget,
-            retry,
+            max_attempts,
             in_flight,
         })
     }
@@ -255,7 +213,7 @@ impl<C: Clone + 'static> Link<C> {
     /// Records a call's outcome on the board (`failure`: what it failed with). Only the call
     /// whose failure fills the window sends the breaker a message, so a storm of failing calls
     /// never grows a mailbox; a success with a clean window costs one atomic load.
-    fn report(&self, failure: Option<&WardenError>) {
+    pub(super) fn report(&self, failure: Option<&WardenError>) {
         if self.board.record_call(self.database, failure.is_some()) {
             self.breaker.do_send(Trip {
                 database: self.database,
@@ -293,6 +251,7 @@ pub struct ConnectionLost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::Failed;
     use crate::{error::TimeoutPhase, health::HealthActor};
 
     /// A link with one call slot and a 200 ms call deadline, fed to a real breaker.

@@ -10,16 +10,16 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use actix::WeakRecipient;
 
-use super::link::{ConnectionLost, Link};
+use super::link::{Admitted, ConnectionLost};
 use crate::{
     backoff::Backoff,
     error::{TimeoutPhase, WardenError},
-    settings::RetrySettings,
+    metrics::Outcome,
 };
 
 /// How far an attempt got before it failed, which decides whether running it again is safe.
@@ -93,78 +93,93 @@ impl Failed {
     }
 }
 
-impl<C: Clone + 'static> Link<C> {
-    /// Runs a call's attempts: up to `retry.max_attempts`, with jittered backoff between them,
-    /// all inside `deadline`; the first on `first` (the admission's client and generation),
-    /// retries admitted again. Only retry-safe failures are retried (see [`Failed`]).
-    pub(super) async fn attempts<T, F, Fut>(
-        &self,
-        first: (C, u64),
-        (deadline, budget): (Instant, Duration),
-        policy: RetryPolicy,
-        attempt: &mut F,
-    ) -> Result<T, WardenError>
+impl<C: Clone + 'static> Admitted<C> {
+    /// Runs the call: up to `retry.max_attempts` attempts with jittered backoff between them,
+    /// all inside `query_timeout`, the first on this admission, retries admitted again.
+    /// `attempt` gets the current client each time. Only retry-safe failures are retried (see
+    /// [`Failed`]). The breaker hears one outcome per call, not one per attempt.
+    ///
+    /// One `async fn` with no inner async blocks, on purpose: a future is moved whole, however
+    /// little of it has run, so every layer of nesting costs a copy of everything under it on
+    /// each call (see `PgShared::acquire`).
+    pub(crate) async fn call<T, F, Fut>(self, mut attempt: F) -> Result<T, WardenError>
     where
         F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<T, Failed>>,
     {
-        let retry = policy.retry;
+        let Admitted {
+            client,
+            generation,
+            deadline,
+            budget,
+            max_attempts,
+            in_flight,
+        } = self;
+        let link = &*in_flight.0;
+        let timeout = |phase| WardenError::Timeout {
+            database: link.database,
+            phase,
+            after: budget,
+        };
         // Built at the first retry: most calls never need it.
         let mut schedule: Option<Backoff> = None;
         let mut tries = 0;
         let mut last_error: Option<WardenError> = None;
-        let mut first = Some(first);
-        loop {
+        let mut first = Some((client, generation));
+        let result = loop {
             tries += 1;
             // The first attempt uses the handler's admission; retries ask again.
             let admission = match first.take() {
                 Some(admitted) => Ok(admitted),
-                None => self.admit(),
+                None => link.admit(),
             };
-            let (client, generation) = match (admission, last_error) {
+            let (client, generation) = match (admission, last_error.take()) {
                 (Ok(admitted), _) => admitted,
                 // A retry refused because the failure took the connection down: the failure
                 // itself says more than "unavailable".
-                (Err(_), Some(previous)) => return Err(previous),
-                (Err(refused), None) => return Err(refused),
+                (Err(_), Some(previous)) => break Err(previous),
+                (Err(refused), None) => break Err(refused),
             };
-            // One timer for both phases of the attempt; `phase` says which one it ran out in.
-            let mut phase = TimeoutPhase::Acquire;
-            let outcome = tokio::time::timeout_at(deadline.into(), async {
-                // The semaphore is never closed; waiting here means every slot is busy.
-                let _permit = self.permits.acquire().await;
-                phase = TimeoutPhase::Query;
-                attempt(client).await
-            })
-            .await;
-            let failed = match outcome {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(failed)) => failed,
-                // The whole budget is spent: no retry can fit any more.
-                Err(_) => {
-                    return Err(WardenError::Timeout {
-                        database: self.database,
-                        phase,
-                        after: budget,
-                    })
+            // The acquire phase: a slot of the pool. A free one is taken without a timer or a
+            // waiting future (the common case); waiting means every slot is busy, and running
+            // out of time then is a busy pool, not a sick database.
+            let permit = match link.permits.try_acquire() {
+                Ok(permit) => Some(permit),
+                Err(tokio::sync::TryAcquireError::Closed) => None,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    match tokio::time::timeout_at(deadline.into(), link.permits.acquire()).await {
+                        Ok(permit) => permit.ok(),
+                        Err(_) => break Err(timeout(TimeoutPhase::Acquire)),
+                    }
                 }
             };
+            let outcome = tokio::time::timeout_at(deadline.into(), attempt(client)).await;
+            drop(permit);
+            let failed = match outcome {
+                Ok(Ok(value)) => break Ok(value),
+                Ok(Err(failed)) => failed,
+                // The whole budget is spent: no retry can fit any more.
+                Err(_) => break Err(timeout(TimeoutPhase::Query)),
+            };
             if failed.error.is_connection_loss() {
-                if let Some(owner) = self.owner.get().and_then(WeakRecipient::upgrade) {
+                if let Some(owner) = link.owner.get().and_then(WeakRecipient::upgrade) {
                     owner.do_send(ConnectionLost { generation });
                 }
             }
-            if !failed.retry_safe() || tries >= retry.max_attempts {
-                return Err(failed.error);
+            if !failed.retry_safe() || tries >= max_attempts {
+                break Err(failed.error);
             }
             let delay = schedule
-                .get_or_insert_with(|| Backoff::retry(&retry, policy.jitter))
+                .get_or_insert_with(|| {
+                    let t = link.tunables.load();
+                    Backoff::retry(&t.retry, t.backoff.jitter)
+                })
                 .next_delay(&mut rand::rng());
             if Instant::now() + delay >= deadline {
-                return Err(failed.error);
+                break Err(failed.error);
             }
             tracing::info!(
-                database = %self.database,
+                database = %link.database,
                 attempt = tries,
                 delay_ms = delay.as_millis() as u64,
                 error = %failed.error,
@@ -172,16 +187,18 @@ impl<C: Clone + 'static> Link<C> {
             );
             tokio::time::sleep(delay).await;
             last_error = Some(failed.error);
+        };
+        match &result {
+            Ok(_) => link.report(None),
+            Err(e) if e.counts_against_circuit() => link.report(Some(e)),
+            Err(_) => {}
         }
+        // Admitted at `deadline - budget`: no clock read at admission just for this.
+        let admitted_at = deadline.checked_sub(budget);
+        link.metrics
+            .call_ended(Outcome::of(&result), admitted_at.map(|at| at.elapsed()));
+        result
     }
-}
-
-/// The retries a call may make: `[retry]` and the reconnect schedule's jitter, as in force when
-/// the call was admitted.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RetryPolicy {
-    pub(crate) retry: RetrySettings,
-    pub(crate) jitter: f64,
 }
 
 /// Set while a `COMMIT` is on the wire, so that a deadline running out then is reported as

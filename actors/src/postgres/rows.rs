@@ -63,39 +63,54 @@ pub(super) fn row_to_json(row: &PgRow) -> Result<Map<String, Value>, WardenError
     Ok(out)
 }
 
+/// Decodes without sqlx's type check (a clone of the column's type and a comparison per
+/// value): the match on the column's type name has already chosen the Rust type that decodes
+/// it, and this runs for every value of every row.
 fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
     if row.try_get_raw(i)?.is_null() {
         return Ok(Value::Null);
     }
     Ok(match row.columns()[i].type_info().name() {
-        "BOOL" => Value::Bool(row.try_get(i)?),
-        "INT2" => Value::from(row.try_get::<i16, _>(i)?),
-        "INT4" => Value::from(row.try_get::<i32, _>(i)?),
-        "INT8" => Value::from(row.try_get::<i64, _>(i)?),
-        "OID" => Value::from(row.try_get::<sqlx::postgres::types::Oid, _>(i)?.0),
-        "FLOAT4" => float(row.try_get::<f32, _>(i)?.into()),
-        "FLOAT8" => float(row.try_get::<f64, _>(i)?),
+        "BOOL" => Value::Bool(row.try_get_unchecked(i)?),
+        "INT2" => Value::from(row.try_get_unchecked::<i16, _>(i)?),
+        "INT4" => Value::from(row.try_get_unchecked::<i32, _>(i)?),
+        "INT8" => Value::from(row.try_get_unchecked::<i64, _>(i)?),
+        "OID" => Value::from(row.try_get_unchecked::<sqlx::postgres::types::Oid, _>(i)?.0),
+        "FLOAT4" => float(row.try_get_unchecked::<f32, _>(i)?.into()),
+        "FLOAT8" => float(row.try_get_unchecked::<f64, _>(i)?),
         "NUMERIC" => Value::String(numeric_text(row, i)?),
         "VOID" => Value::Null,
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => {
-            Value::String(row.try_get(i)?)
+            Value::String(row.try_get_unchecked(i)?)
         }
-        "UUID" => Value::String(row.try_get::<sqlx::types::Uuid, _>(i)?.to_string()),
+        "UUID" => Value::String(
+            row.try_get_unchecked::<sqlx::types::Uuid, _>(i)?
+                .to_string(),
+        ),
         "TIMESTAMPTZ" => Value::String(
-            row.try_get::<chrono::DateTime<chrono::Utc>, _>(i)?
+            row.try_get_unchecked::<chrono::DateTime<chrono::Utc>, _>(i)?
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         ),
-        "TIMESTAMP" => Value::String(row.try_get::<chrono::NaiveDateTime, _>(i)?.to_string()),
-        "DATE" => Value::String(row.try_get::<chrono::NaiveDate, _>(i)?.to_string()),
-        "TIME" => Value::String(row.try_get::<chrono::NaiveTime, _>(i)?.to_string()),
-        "JSON" | "JSONB" => row.try_get::<sqlx::types::Json<Value>, _>(i)?.0,
-        "TEXT[]" | "VARCHAR[]" => Value::from(row.try_get::<Vec<String>, _>(i)?),
-        "INT4[]" => Value::from(row.try_get::<Vec<i32>, _>(i)?),
-        "INT8[]" => Value::from(row.try_get::<Vec<i64>, _>(i)?),
-        "BOOL[]" => Value::from(row.try_get::<Vec<bool>, _>(i)?),
-        "FLOAT8[]" => Value::from(row.try_get::<Vec<f64>, _>(i)?),
+        "TIMESTAMP" => Value::String(
+            row.try_get_unchecked::<chrono::NaiveDateTime, _>(i)?
+                .to_string(),
+        ),
+        "DATE" => Value::String(
+            row.try_get_unchecked::<chrono::NaiveDate, _>(i)?
+                .to_string(),
+        ),
+        "TIME" => Value::String(
+            row.try_get_unchecked::<chrono::NaiveTime, _>(i)?
+                .to_string(),
+        ),
+        "JSON" | "JSONB" => row.try_get_unchecked::<sqlx::types::Json<Value>, _>(i)?.0,
+        "TEXT[]" | "VARCHAR[]" => Value::from(row.try_get_unchecked::<Vec<String>, _>(i)?),
+        "INT4[]" => Value::from(row.try_get_unchecked::<Vec<i32>, _>(i)?),
+        "INT8[]" => Value::from(row.try_get_unchecked::<Vec<i64>, _>(i)?),
+        "BOOL[]" => Value::from(row.try_get_unchecked::<Vec<bool>, _>(i)?),
+        "FLOAT8[]" => Value::from(row.try_get_unchecked::<Vec<f64>, _>(i)?),
         "UUID[]" => Value::from(
-            row.try_get::<Vec<sqlx::types::Uuid>, _>(i)?
+            row.try_get_unchecked::<Vec<sqlx::types::Uuid>, _>(i)?
                 .iter()
                 .map(|u| u.to_string())
                 .collect::<Vec<_>>(),

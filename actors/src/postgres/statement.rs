@@ -189,19 +189,25 @@ impl Word {
     }
 }
 
-/// The first three words (ASCII identifiers), skipping white space and comments.
+/// The first three words (ASCII identifiers), skipping white space and comments. Only the
+/// statements `classify` reads past their first word get more than one: this runs on every
+/// call.
 fn leading_words(sql: &str) -> [Word; 3] {
     let mut words = [Word::default(), Word::default(), Word::default()];
     let mut rest = sql;
-    for word in &mut words {
+    for i in 0..words.len() {
+        if i == 1 && !matches!(words[0].as_str(), "prepare" | "set" | "create") {
+            break;
+        }
         rest = skip_space_and_comments(rest);
         let len = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
             .unwrap_or(rest.len());
         if len == 0 {
             break;
         }
-        *word = Word::new(&rest[..len]);
+        words[i] = Word::new(&rest[..len]);
         rest = &rest[len..];
     }
     words
@@ -209,7 +215,8 @@ fn leading_words(sql: &str) -> [Word; 3] {
 
 fn skip_space_and_comments(mut s: &str) -> &str {
     loop {
-        let trimmed = s.trim_start();
+        // PostgreSQL's scanner takes only ASCII white space as a separator.
+        let trimmed = s.trim_start_matches(|c: char| c.is_ascii_whitespace());
         if let Some(after) = trimmed.strip_prefix("--") {
             s = after.find('\n').map_or("", |i| &after[i + 1..]);
         } else if trimmed.starts_with("/*") {
