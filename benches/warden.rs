@@ -747,8 +747,13 @@ fn direct_sql(
     (pool, call)
 }
 
-/// Runs `concurrency` callers of `call` as tasks of the current (caller's) runtime, after a
-/// warm-up outside the measurement.
+/// Load at full concurrency before each `Sql` round is measured, so that a round measures its
+/// path in steady state rather than the switch from the path before it (whose pool's server
+/// processes were idle and whose caches went cold meanwhile).
+const SQL_WARMUP: Duration = Duration::from_millis(500);
+
+/// Runs `concurrency` callers of `call` as tasks of the current (caller's) runtime: a few
+/// calls, then [`SQL_WARMUP`] of full load, then `seconds` measured.
 async fn callers_here<F, Fut>(concurrency: usize, seconds: u64, call: F) -> Load
 where
     F: Fn() -> Fut + Clone + Send + 'static,
@@ -757,23 +762,50 @@ where
     for _ in 0..concurrency.min(POOL as usize) {
         call().await;
     }
-    let cpu_before = process_cpu();
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(seconds);
+    let from = Instant::now() + SQL_WARMUP;
+    let deadline = from + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let call = call.clone();
-            tokio::spawn(async move { caller(call, deadline).await })
+            tokio::spawn(async move { caller_between(call, from, deadline).await })
         })
         .collect();
+    tokio::time::sleep_until(from.into()).await;
+    let cpu_before = process_cpu();
     let mut parts = Vec::new();
     for t in tasks {
         parts.push(t.await.expect("caller"));
     }
-    let mut load = summarize(parts, start.elapsed());
-    let calls = (load.rate * start.elapsed().as_secs_f64()).max(1.0);
+    let mut load = summarize(parts, from.elapsed());
+    let calls = (load.rate * from.elapsed().as_secs_f64()).max(1.0);
     load.cpu = (process_cpu().saturating_sub(cpu_before)).div_f64(calls);
     load
+}
+
+/// [`caller`], counting only the calls that start at `from` or later.
+async fn caller_between<F, Fut>(call: F, from: Instant, deadline: Instant) -> (Vec<u32>, usize)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut lat = Vec::with_capacity(1 << 14);
+    let mut errors = 0;
+    loop {
+        let t = Instant::now();
+        if t >= deadline {
+            break;
+        }
+        let ok = call().await;
+        if t < from {
+            continue;
+        }
+        if ok {
+            lat.push(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+        } else {
+            errors += 1;
+        }
+    }
+    (lat, errors)
 }
 
 /// The paths of the `Sql` load, each measured from the same 2-worker caller runtime.

@@ -407,6 +407,13 @@ mod tests {
                 "create local temporary table t (a int)",
                 "`CREATE TEMPORARY`",
             ),
+            // The words after the first are read only for the statements that need them,
+            // past comments and any ASCII white space.
+            (
+                "create /* c */ global\ttemporary\ntable t (a int)",
+                "`CREATE TEMPORARY`",
+            ),
+            ("prepare -- x\n transaction 'gid'", "`PREPARE TRANSACTION`"),
             ("SELECT pg_advisory_lock(42)", "`pg_advisory_lock`"),
             (
                 "select PG_TRY_ADVISORY_LOCK_SHARED(1, 2)",
