@@ -168,6 +168,27 @@ pub enum ConfigError {
     NotUtf8(String),
 }
 
+/// Every value of a TOML table that is not itself a table, with its dotted key
+/// (`postgres.probe_interval`): the one walk the settings API and the tests need.
+pub fn toml_leaves(table: &toml::Table) -> Vec<(String, &toml::Value)> {
+    fn walk<'t>(prefix: &str, table: &'t toml::Table, out: &mut Vec<(String, &'t toml::Value)>) {
+        for (key, value) in table {
+            let key = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(t) => walk(&key, t, out),
+                v => out.push((key, v)),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out);
+    out
+}
+
 /// The process environment as text, for [`DaemonConfig::load`]. `std::env::vars` panics on a
 /// variable that is not UTF-8; here such a variable is an error if the configuration reads it
 /// (a seed variable or `WARDEN__*`), and skipped otherwise, since it is none of warden's
@@ -477,26 +498,16 @@ mod tests {
     /// new duration setting cannot be forgotten. Near 2^64 s, deadline arithmetic would panic.
     #[test]
     fn every_duration_setting_is_bounded() {
-        fn walk(prefix: &str, table: &toml::Table, found: &mut Vec<String>) {
-            for (key, value) in table {
-                let key = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                match value {
-                    toml::Value::Table(t) => walk(&key, t, found),
-                    toml::Value::String(s) if humantime::parse_duration(s).is_ok() => {
-                        found.push(key)
-                    }
-                    _ => {}
-                }
-            }
-        }
         let cfg = DaemonConfig::default();
         let table: toml::Table = cfg.to_redacted_toml().parse().unwrap();
-        let mut found = Vec::new();
-        walk("", &table, &mut found);
+        let found: Vec<String> = toml_leaves(&table)
+            .into_iter()
+            .filter(|(_, v)| {
+                v.as_str()
+                    .is_some_and(|s| humantime::parse_duration(s).is_ok())
+            })
+            .map(|(key, _)| key)
+            .collect();
         assert!(found.len() >= 15, "{found:?}");
         for key in found {
             let var = format!("WARDEN__{}", key.replace('.', "__").to_uppercase());

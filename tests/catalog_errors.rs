@@ -278,50 +278,38 @@ fn every_error_is_typed_and_writes_nothing() {
             ),
             "tracks[0].start_time"
         );
-        assert_eq!(
-            invalid(
-                catalog
-                    .list(ListQuery {
-                        limit: 0,
-                        ..Default::default()
-                    })
-                    .await
+        for (query, field) in [
+            (
+                ListQuery {
+                    limit: 0,
+                    ..Default::default()
+                },
+                "limit",
             ),
-            "limit"
-        );
-        assert_eq!(
-            invalid(
-                catalog
-                    .list(ListQuery {
-                        limit: 501,
-                        ..Default::default()
-                    })
-                    .await
+            (
+                ListQuery {
+                    limit: 501,
+                    ..Default::default()
+                },
+                "limit",
             ),
-            "limit"
-        );
-        assert_eq!(
-            invalid(
-                catalog
-                    .list(ListQuery {
-                        value: Some("128".into()),
-                        ..Default::default()
-                    })
-                    .await
+            (
+                ListQuery {
+                    value: Some("128".into()),
+                    ..Default::default()
+                },
+                "value",
             ),
-            "value"
-        );
-        assert_eq!(
-            invalid(
-                catalog
-                    .list(ListQuery {
-                        cursor: Some("not-a-cursor".into()),
-                        ..Default::default()
-                    })
-                    .await
+            (
+                ListQuery {
+                    cursor: Some("not-a-cursor".into()),
+                    ..Default::default()
+                },
+                "cursor",
             ),
-            "cursor"
-        );
+        ] {
+            assert_eq!(invalid(catalog.list(query).await), field);
+        }
         assert_eq!(
             counts(&admin).await,
             before,

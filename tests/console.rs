@@ -24,10 +24,10 @@ use fantoccini::Locator;
 use serde_json::Value;
 use support::{
     actix_test, browser::Browser, daemon::Daemon, eventually, graph::GraphServer, no_graph,
-    pg::PgServer, pg_connected,
+    pg::PgServer,
 };
 use warden::config::DaemonConfig;
-use warden_actors::{Sql, Warden};
+use warden_actors::Sql;
 
 const TOKEN: &str = "console-test-token-0123456789";
 
@@ -213,26 +213,8 @@ fn the_edit_form_changes_the_threshold_with_the_token_and_not_without() {
         let cfg = DaemonConfig::load(None, &env).expect("configuration");
         // warden served in-process, wired as the daemon wires it, so that this test can make
         // calls through it to show the circuit opening.
-        let warden = Warden::start(cfg.warden_settings()).unwrap();
-        pg_connected(&warden).await;
-        warden.follow_config_table(cfg.runtime_settings);
+        let (warden, base) = support::console::serve(&cfg).await;
         let runtime = warden.runtime_settings();
-        eventually(Duration::from_secs(10), "the table read", || {
-            let s = runtime.status();
-            async move { (s.listening && s.checked_at.is_some()).then_some(()) }
-        })
-        .await;
-        let port = support::free_listen_port();
-        let state = warden::console::app_state(&warden, &cfg, Instant::now());
-        let server = warden::web::server(
-            ([127, 0, 0, 1], port).into(),
-            1,
-            state,
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        actix::spawn(server);
-        let base = format!("http://127.0.0.1:{port}");
 
         let b = Browser::start(420, 1600).await; // a phone's width
         b.client.goto(&base).await.unwrap();
@@ -245,22 +227,10 @@ fn the_edit_form_changes_the_threshold_with_the_token_and_not_without() {
         key.select_by_value("breaker.failure_threshold")
             .await
             .unwrap();
-        b.client
-            .find(Locator::Css("#edit-value"))
-            .await
-            .unwrap()
-            .send_keys("3")
-            .await
-            .unwrap();
+        b.type_text("#edit-value", "3").await;
 
         // Without the token: refused, nothing changes.
-        b.client
-            .find(Locator::Css("#edit-save"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        b.click("#edit-save").await;
         until_attr(
             &b,
             Duration::from_secs(5),
@@ -274,20 +244,8 @@ fn the_edit_form_changes_the_threshold_with_the_token_and_not_without() {
         assert_eq!(runtime.current().breaker.failure_threshold, 5);
 
         // With it: written to the table, read back, in force.
-        b.client
-            .find(Locator::Css("#edit-token"))
-            .await
-            .unwrap()
-            .send_keys(TOKEN)
-            .await
-            .unwrap();
-        b.client
-            .find(Locator::Css("#edit-save"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        b.type_text("#edit-token", TOKEN).await;
+        b.click("#edit-save").await;
         until_attr(
             &b,
             Duration::from_secs(5),

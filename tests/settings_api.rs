@@ -6,15 +6,11 @@
 
 mod support;
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use serde_json::{json, Value};
-use support::{actix_test, eventually, no_graph, pg::PgServer, pg_connected};
+use support::{actix_test, eventually, no_graph, pg::PgServer};
 use warden::config::DaemonConfig;
-use warden_actors::Warden;
 
 const TOKEN: &str = "settings-api-token-0123456789";
 
@@ -75,27 +71,10 @@ fn settings_are_listed_with_their_source_and_written_only_when_valid_and_authori
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let cfg = DaemonConfig::load(Some(file.path()), &env).unwrap();
-        let warden = Warden::start(cfg.warden_settings()).unwrap();
-        pg_connected(&warden).await;
-        warden.follow_config_table(cfg.runtime_settings);
+        let (warden, base) = support::console::serve(&cfg).await;
         let runtime = warden.runtime_settings();
-        eventually(Duration::from_secs(10), "the table read", || {
-            let s = runtime.status();
-            async move { (s.listening && s.checked_at.is_some()).then_some(()) }
-        })
-        .await;
-        let port = support::free_listen_port();
-        let state = warden::console::app_state(&warden, &cfg, Instant::now());
-        let server = warden::web::server(
-            ([127, 0, 0, 1], port).into(),
-            1,
-            state,
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        actix::spawn(server);
         let s = Served {
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             client: reqwest::Client::new(),
         };
         let admin = pg.admin().await;
@@ -198,26 +177,10 @@ fn settings_are_listed_with_their_source_and_written_only_when_valid_and_authori
         assert_eq!(setting["base"], "20s");
 
         // Health and the console show the table's state.
-        let detailed: Value = s
-            .client
-            .get(format!("{}/health/detailed", s.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, detailed) = s.call("GET", "/health/detailed", false, None).await;
         assert_eq!(detailed["config"]["version"], 1, "{detailed}");
         assert_eq!(detailed["config"]["last_error"], Value::Null);
-        let public: Value = s
-            .client
-            .get(format!("{}/health/settings", s.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, public) = s.call("GET", "/health/settings", false, None).await;
         assert_eq!(public["values"]["breaker.cooldown"], "45s");
         assert_eq!(public["sources"]["breaker.cooldown"], "table");
         let history: Value = eventually(Duration::from_secs(3), "history samples", || async {

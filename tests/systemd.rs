@@ -32,6 +32,14 @@ fn nowhere() -> String {
     format!("bolt://127.0.0.1:{}", support::free_port())
 }
 
+/// A PostgreSQL URL where nothing listens.
+fn nowhere_pg() -> String {
+    format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        support::free_port()
+    )
+}
+
 /// Quick timings, as environment variables; probe intervals above their timeouts.
 fn fast_env(neo4j_uri: &str, pg_url: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -56,13 +64,7 @@ fn fast_env(neo4j_uri: &str, pg_url: &str) -> Vec<(&'static str, String)> {
 #[test]
 fn ready_with_both_databases_down_and_stopping_on_sigterm() {
     let mut notify = Listener::bind("notify");
-    let mut env = fast_env(
-        &nowhere(),
-        &format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            support::free_port()
-        ),
-    );
+    let mut env = fast_env(&nowhere(), &nowhere_pg());
     env.push(notify.notify_env());
     env.push(("WATCHDOG_USEC", "2000000".into()));
     env.push(("WATCHDOG_PID", "1".into()));
@@ -178,13 +180,7 @@ fn status_follows_postgres_and_is_rate_limited() {
 /// fault-injection feature, and the pings stop until it drains again.
 fn watchdog_pings_stop_while(actor: &str) {
     let mut notify = Listener::bind("notify");
-    let mut env = fast_env(
-        &nowhere(),
-        &format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            support::free_port()
-        ),
-    );
+    let mut env = fast_env(&nowhere(), &nowhere_pg());
     env.push(notify.notify_env());
     env.push(("WATCHDOG_USEC", "2000000".into()));
     env.push(("WARDEN_FAULT_STALL", format!("{actor}:6s:4s")));
@@ -259,10 +255,7 @@ fn watchdog_pings_stop_while_the_actors_thread_is_held() {
 #[test]
 fn a_heartbeat_names_the_stalled_actor_and_ignores_outages() {
     use warden_actors::{faults::StallMailbox, heartbeat::HeartbeatError, Warden};
-    let dead_pg = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres",
-        support::free_port()
-    );
+    let dead_pg = nowhere_pg();
     support::actix_test(async {
         let warden = Warden::start(support::fast_settings(&nowhere(), &dead_pg)).expect("start");
         let within = Duration::from_millis(300);
@@ -313,13 +306,7 @@ fn a_heartbeat_names_the_stalled_actor_and_ignores_outages() {
 #[test]
 fn a_long_drain_keeps_extending_the_stop_timeout() {
     let mut notify = Listener::bind("notify");
-    let mut env = fast_env(
-        &nowhere(),
-        &format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            support::free_port()
-        ),
-    );
+    let mut env = fast_env(&nowhere(), &nowhere_pg());
     env.retain(|(k, _)| *k != "WARDEN__SHUTDOWN_TIMEOUT");
     env.push(("WARDEN__SHUTDOWN_TIMEOUT", "4s".into()));
     env.push(("WARDEN_FAULT_STALL", "arbiter:500ms".into()));

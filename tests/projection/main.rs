@@ -359,13 +359,7 @@ fn two_daemons_never_apply_an_event_twice_or_out_of_order() {
         let a = support::daemon::Daemon::spawn(&[], &env);
         let b = support::daemon::Daemon::spawn(&[], &env);
         for d in [&a, &b] {
-            eventually(Duration::from_secs(20), "daemon ready", || async {
-                d.get("/health/ready")
-                    .await
-                    .filter(|(s, _)| *s == 200)
-                    .map(|_| ())
-            })
-            .await;
+            d.until_ready(Duration::from_secs(20)).await;
         }
         let db = catalog::pool(&pg.url(), 8).await;
         let writers: Vec<_> = (0..4)
@@ -492,14 +486,7 @@ fn exactness_after_a_hung_graph_and_a_killed_projector() {
             ("WARDEN__PROJECTION__POLL_INTERVAL", "1s".to_owned()),
         ];
         let mut daemon = support::daemon::Daemon::spawn(&[], &env);
-        eventually(Duration::from_secs(20), "daemon ready", || async {
-            daemon
-                .get("/health/ready")
-                .await
-                .filter(|(s, _)| *s == 200)
-                .map(|_| ())
-        })
-        .await;
+        daemon.until_ready(Duration::from_secs(20)).await;
         let db = catalog::pool(&pg.url(), 4).await;
         let base = format!("http://127.0.0.1:{}/api/v1/recordings", daemon.http_port);
 
@@ -621,14 +608,7 @@ fn dead_events_are_listed_by_the_api() {
             ("WARDEN__PROJECTION__STATEMENT_BYTES", "3500".to_owned()),
         ];
         let daemon = support::daemon::Daemon::spawn(&[], &env);
-        eventually(Duration::from_secs(20), "daemon ready", || async {
-            daemon
-                .get("/health/ready")
-                .await
-                .filter(|(s, _)| *s == 200)
-                .map(|_| ())
-        })
-        .await;
+        daemon.until_ready(Duration::from_secs(20)).await;
         let db = catalog::pool(&pg.url(), 2).await;
         let id = catalog::create(&db, "poisoned", 1, 1).await;
         let event: i64 = sqlx::query_scalar(

@@ -68,6 +68,18 @@ impl Browser {
         e.attr(attr).await.ok().flatten()
     }
 
+    /// Clicks the element `css` matches; panics (failing the test) if there is none.
+    pub async fn click(&self, css: &str) {
+        let e = self.client.find(Locator::Css(css)).await.expect(css);
+        e.click().await.expect(css);
+    }
+
+    /// Types `text` into the element `css` matches; panics if there is none.
+    pub async fn type_text(&self, css: &str, text: &str) {
+        let e = self.client.find(Locator::Css(css)).await.expect(css);
+        e.send_keys(text).await.expect(css);
+    }
+
     /// The text of the element `css` matches, if there is one.
     pub async fn text(&self, css: &str) -> Option<String> {
         let e = self.client.find(Locator::Css(css)).await.ok()?;

@@ -59,6 +59,17 @@ impl Daemon {
         Some((status, body))
     }
 
+    /// Waits until `/health/ready` answers 200, for at most `within`.
+    pub async fn until_ready(&self, within: Duration) {
+        super::eventually(within, "daemon ready", || async {
+            self.get("/health/ready")
+                .await
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
+        })
+        .await;
+    }
+
     /// The raw body of a GET, for checking what an operator would see.
     pub async fn get_text(&self, path: &str) -> Option<String> {
         let url = format!("http://127.0.0.1:{}{path}", self.http_port);

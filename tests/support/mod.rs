@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod catalog;
+pub mod console;
 pub mod daemon;
 pub mod datagram;
 pub mod graph;

@@ -70,7 +70,11 @@ impl SettingsApi {
     ) -> Self {
         let mut configured = BTreeMap::new();
         if let Ok(table) = configured_toml.parse::<toml::Table>() {
-            flatten_values("", &table, &mut configured);
+            configured.extend(
+                crate::config::toml_leaves(&table)
+                    .into_iter()
+                    .map(|(key, v)| (key, serde_json::to_value(v).unwrap_or(Value::Null))),
+            );
         }
         Self {
             runtime,
@@ -78,22 +82,6 @@ impl SettingsApi {
             configured: Arc::new(configured),
             origins: Arc::new(origins),
             following,
-        }
-    }
-}
-
-fn flatten_values(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, Value>) {
-    for (key, value) in table {
-        let key = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match value {
-            toml::Value::Table(t) => flatten_values(&key, t, out),
-            v => {
-                out.insert(key, serde_json::to_value(v).unwrap_or(Value::Null));
-            }
         }
     }
 }
@@ -203,6 +191,18 @@ struct Written {
     version: u64,
 }
 
+/// The `config` table's rows as warden last read them, less `key`: what a write or a delete
+/// of `key` is checked against before it goes to the table.
+fn rows_without(s: &SettingsApi, key: &str) -> Vec<(String, Value)> {
+    s.runtime
+        .status()
+        .rows
+        .iter()
+        .filter(|(k, _)| k != key)
+        .cloned()
+        .collect()
+}
+
 async fn put(
     req: HttpRequest,
     s: web::Data<SettingsApi>,
@@ -221,14 +221,7 @@ async fn put(
             format!("must be at most {MAX_VALUE_LEN} characters of JSON"),
         ));
     }
-    let mut rows: Vec<(String, Value)> = s
-        .runtime
-        .status()
-        .rows
-        .iter()
-        .filter(|(k, _)| *k != key)
-        .cloned()
-        .collect();
+    let mut rows = rows_without(&s, &key);
     rows.push((key.clone(), value.clone()));
     s.runtime.check(&rows).map_err(|e| refused(&e))?;
     let write = Sql::new(
@@ -253,14 +246,7 @@ async fn delete(req: HttpRequest, s: web::Data<SettingsApi>) -> Result<HttpRespo
     if !s.following {
         return Err(not_following());
     }
-    let rows: Vec<(String, Value)> = s
-        .runtime
-        .status()
-        .rows
-        .iter()
-        .filter(|(k, _)| *k != key)
-        .cloned()
-        .collect();
+    let rows = rows_without(&s, &key);
     s.runtime.check(&rows).map_err(|e| {
         ApiError::invalid(
             e.key().unwrap_or("key"),

@@ -40,7 +40,11 @@ impl Origins {
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|text| text.parse::<toml::Table>().ok())
         {
-            flatten("", &table, &mut out.file);
+            out.file.extend(
+                crate::config::toml_leaves(&table)
+                    .into_iter()
+                    .map(|(key, _)| key),
+            );
         }
         for var in env.keys() {
             if let Some(rest) = var.strip_prefix("WARDEN__") {
@@ -65,23 +69,6 @@ impl Origins {
             Source::File
         } else {
             Source::Default
-        }
-    }
-}
-
-/// Dotted keys of every value in `table`.
-pub fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
-    for (key, value) in table {
-        let key = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match value {
-            toml::Value::Table(t) => flatten(&key, t, out),
-            _ => {
-                out.insert(key);
-            }
         }
     }
 }
