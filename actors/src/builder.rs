@@ -29,7 +29,8 @@ impl WardenBuilder {
     /// The probes, the supervision, the breaker and health stay on warden's own arbiter, with
     /// the probe's own connection, so an application that saturates its runtime still cannot
     /// delay the detection of an outage or the health warden publishes; its own calls do wait
-    /// for its busy threads, deadlines included (a timer needs a free worker to fire).
+    /// for its busy threads, deadlines included (the task that wakes calls at their deadline
+    /// needs a free worker too).
     ///
     /// Shut warden down before that runtime: once it is gone, calls end with
     /// [`WardenError::CallRuntimeGone`](crate::WardenError::CallRuntimeGone).

@@ -14,7 +14,7 @@ use actix::{prelude::*, WeakRecipient};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use super::driver::Timings;
+use super::{driver::Timings, slots::Slots};
 use crate::{
     breaker::{BreakerActor, CircuitBoard, Trip},
     error::{Database, WardenError},
@@ -45,10 +45,10 @@ pub(crate) struct Link<C> {
     /// Weak: a call must not keep the actor's mailbox open (the actor's own timers keep the
     /// actor alive until an orderly [`Shutdown`]).
     pub(super) owner: OnceLock<WeakRecipient<ConnectionLost>>,
-    /// One permit per pooled connection. Waiting for one is the acquire phase: bounded by the
-    /// call's deadline, reported as `Timeout { phase: Acquire }`, which a busy pool earns
-    /// without counting against the database's circuit.
-    pub(super) permits: tokio::sync::Semaphore,
+    /// One slot per pooled connection, with the deadline of the call in it. Waiting for one
+    /// is the acquire phase: bounded by the call's deadline, reported as `Timeout { phase:
+    /// Acquire }`, which a busy pool earns without counting against the database's circuit.
+    pub(super) slots: Arc<Slots>,
     pub(super) in_flight: AtomicUsize,
     pub(super) idle: Notify,
     /// Where each call's outcome and duration are counted (atomic adds, no lock).
@@ -122,7 +122,7 @@ impl<C: Clone + 'static> Link<C> {
             breaker,
             tunables,
             owner: OnceLock::new(),
-            permits: tokio::sync::Semaphore::new(timings.call_slots.max(1)),
+            slots: Arc::new(Slots::new(timings.call_slots)),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             metrics,
@@ -138,7 +138,11 @@ impl<C: Clone + 'static> Link<C> {
     /// between: either this admission sees `Stopped`, or the drain sees the call and waits for
     /// it. Refusals are never counted.
     pub(crate) fn admit_call(self: &Arc<Self>) -> Result<Admitted<C>, WardenError> {
-        let (client, generation) = self.admit().inspect_err(|e| self.refused(e))?;
+        // One clock read for the circuit's check and the deadline.
+        let now = Instant::now();
+        let (client, generation) = self
+            .admit_with(now, |client, generation| (client.clone(), generation))
+            .inspect_err(|e| self.refused(e))?;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let in_flight = InFlight(Arc::clone(self));
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -162,7 +166,7 @@ impl<C: Clone + 'static> Link<C> {
         Ok(Admitted {
             client,
             generation,
-            deadline: Instant::now() + budget,
+            deadline: now + budget,
             budget,
             max_attempts,
             in_flight,
@@ -176,7 +180,9 @@ impl<C: Clone + 'static> Link<C> {
 
     /// The client and generation for an attempt, or one of the refusals that cost nothing.
     pub(super) fn admit(&self) -> Result<(C, u64), WardenError> {
-        self.admit_with(|client, generation| (client.clone(), generation))
+        self.admit_with(Instant::now(), |client, generation| {
+            (client.clone(), generation)
+        })
     }
 
     /// The refusals that cost nothing: stopped for good, no connection, an open circuit. A
@@ -184,8 +190,11 @@ impl<C: Clone + 'static> Link<C> {
     /// attempt), so it comes before the circuit: the circuit may have opened from the calls
     /// that failed as the connection went, and says nothing about when calls can flow again
     /// (the reconnect closes it).
-    fn admit_with<R>(&self, admitted: impl FnOnce(&C, u64) -> R) -> Result<R, WardenError> {
-        let now = Instant::now();
+    fn admit_with<R>(
+        &self,
+        now: Instant,
+        admitted: impl FnOnce(&C, u64) -> R,
+    ) -> Result<R, WardenError> {
         let state = self.state.load();
         let (client, generation) = match &**state {
             LinkState::Connected { client, generation } => (client, *generation),
@@ -238,6 +247,13 @@ impl<C: Clone + 'static> Link<C> {
             }
         };
         tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+impl<C> Drop for Link<C> {
+    /// The slots' watcher ends with the link.
+    fn drop(&mut self) {
+        self.slots.close();
     }
 }
 
@@ -299,7 +315,7 @@ mod tests {
     async fn a_timeout_says_whether_the_slot_or_the_statement_ran_out() {
         let link = one_slot_link();
         // Every slot busy for longer than the deadline: the acquire phase ran out.
-        let held = link.permits.acquire().await.unwrap();
+        let held = link.slots.hold().await;
         let started = Instant::now();
         let err = link
             .admit_call()
@@ -323,7 +339,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(timeout_phase(&err), Some(TimeoutPhase::Query), "{err:?}");
         // The slot is free again once the call has ended, and nothing counts as in flight.
-        assert_eq!(link.permits.available_permits(), 1);
+        assert_eq!(link.slots.available(), 1);
         assert_eq!(link.in_flight(), 0);
 
         // An admitted call counts as in flight before it runs, and stops counting when it is

@@ -36,6 +36,8 @@
 //!   both drivers keep their shared pool in.
 //! - `link.rs`: the lock-free link between callers and the actor: admission, the drain at
 //!   shutdown, and the report of each call's outcome to the circuit board.
+//! - `slots.rs`: the pool's call slots, and the deadlines of the calls in them, kept by one
+//!   watcher task instead of a timer per call.
 //! - `retry.rs`: which failures may run again (how far an attempt got), and the attempts of a
 //!   call inside its deadline.
 //! - `reply.rs`: a handler's answer, now or from a future on the database's I/O threads.
@@ -48,6 +50,7 @@ pub(crate) mod fake;
 mod link;
 mod reply;
 mod retry;
+mod slots;
 
 pub use actor::{ConnectionActor, FatalSender, Shutdown, MAILBOX_CAPACITY};
 pub(crate) use driver::PoolSlot;

@@ -143,23 +143,21 @@ impl<C: Clone + 'static> Admitted<C> {
             // The acquire phase: a slot of the pool. A free one is taken without a timer or a
             // waiting future (the common case); waiting means every slot is busy, and running
             // out of time then is a busy pool, not a sick database.
-            let permit = match link.permits.try_acquire() {
-                Ok(permit) => Some(permit),
-                Err(tokio::sync::TryAcquireError::Closed) => None,
-                Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    match tokio::time::timeout_at(deadline.into(), link.permits.acquire()).await {
-                        Ok(permit) => permit.ok(),
-                        Err(_) => break Err(timeout(TimeoutPhase::Acquire)),
-                    }
-                }
+            let held = match link.slots.try_hold() {
+                Some(held) => held,
+                None => match tokio::time::timeout_at(deadline.into(), link.slots.hold()).await {
+                    Ok(held) => held,
+                    Err(_) => break Err(timeout(TimeoutPhase::Acquire)),
+                },
             };
-            let outcome = tokio::time::timeout_at(deadline.into(), attempt(client)).await;
-            drop(permit);
+            // The attempt, under the deadline the slot's watcher keeps (see `slots.rs`).
+            let outcome = held.within(deadline, attempt(client)).await;
+            drop(held);
             let failed = match outcome {
-                Ok(Ok(value)) => break Ok(value),
-                Ok(Err(failed)) => failed,
+                Some(Ok(value)) => break Ok(value),
+                Some(Err(failed)) => failed,
                 // The whole budget is spent: no retry can fit any more.
-                Err(_) => break Err(timeout(TimeoutPhase::Query)),
+                None => break Err(timeout(TimeoutPhase::Query)),
             };
             if failed.error.is_connection_loss() {
                 if let Some(owner) = link.owner.get().and_then(WeakRecipient::upgrade) {

@@ -1,0 +1,421 @@
+//! The call slots of a pool, and the deadlines of the calls in them, kept by one watcher task
+//! instead of a timer per call.
+//!
+//! Every call runs under its `query_timeout`. A tokio timer per call goes through the runtime's
+//! timer driver twice (registered on the first poll that waits, cancelled when the call ends),
+//! each time under the one mutex the whole runtime's timers share; on the hosted path, where a
+//! `SELECT 1` costs the caller a few tens of µs of CPU, that was the largest single cost warden
+//! added to the pool used directly, most of it the two workers contending for that lock
+//! (`scripts/bench sql`, perf).
+//!
+//! A call already holds one of the pool's slots while it runs (the semaphore bounds calls to
+//! the pool's size), so the slot is where its deadline goes: the call writes it into a cache
+//! line of its own, and one watcher task, asleep until the earliest deadline written, wakes the
+//! calls whose deadline has passed. Calls with the same `query_timeout` get their deadlines in
+//! the order they start, so the watcher is told nothing while it is asleep: it wakes once per
+//! `query_timeout` under load, not once per call. A call that ends in time writes only its own
+//! slot and reads one word the watcher rarely writes.
+//!
+//! The watcher starts with the first call, on the runtime that call runs on (warden's I/O
+//! threads or the application's runtime, whichever hosts the pool), and starts again with the
+//! next call if that runtime has gone. It ends when the link is dropped.
+
+use std::{
+    cell::Cell,
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError};
+
+/// A slot's deadline word: no call in it.
+const FREE: u64 = 0;
+/// A slot's deadline word: the watcher found the call's deadline passed.
+const EXPIRED: u64 = 1;
+/// `next_look` while the watcher waits to be told of a deadline.
+const NEVER: u64 = u64::MAX;
+
+/// One place in the pool. Aligned to two cache lines so that a call writing its own slot never
+/// invalidates a line another call (on another thread) is writing.
+#[repr(align(128))]
+#[derive(Default)]
+struct Slot {
+    busy: AtomicBool,
+    /// Nanoseconds after [`Slots::base`] (≥ 2), [`FREE`] or [`EXPIRED`].
+    deadline: AtomicU64,
+    /// The task of the call in this slot, woken by the watcher when its deadline passes.
+    waker: AtomicWaker,
+}
+
+/// The pool's slots: how many calls may hold a pooled connection at once, and the deadline of
+/// each call holding one.
+pub(crate) struct Slots {
+    /// One permit per slot; waiting for one is fair (first come, first served). Every call
+    /// writes it: on a line of its own, away from the words below that every call reads.
+    permits: Padded<Semaphore>,
+    slots: Box<[Slot]>,
+    base: Instant,
+    /// When the watcher looks next, in nanoseconds after `base`; [`NEVER`] while it waits to
+    /// be told. A call whose deadline comes before it tells the watcher.
+    next_look: AtomicU64,
+    /// Tells the watcher of an earlier deadline, or that the link is gone.
+    nudge: Notify,
+    /// Whether a watcher task is alive.
+    watching: AtomicBool,
+    closed: AtomicBool,
+}
+
+/// Keeps a value on cache lines of its own.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// A slot held by a call, with its permit; freed when dropped.
+pub(crate) struct Held<'a> {
+    slots: &'a Arc<Slots>,
+    index: usize,
+    // Dropped after `Drop::drop` has freed the slot, so the next permit finds a free one.
+    _permit: SemaphorePermit<'a>,
+}
+
+thread_local! {
+    /// The slot this thread last held: tried first, so that a thread keeps writing lines its
+    /// own cache already holds.
+    static HINT: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Slots {
+    pub(crate) fn new(count: usize) -> Self {
+        let count = count.max(1);
+        Self {
+            permits: Padded(Semaphore::new(count)),
+            slots: (0..count).map(|_| Slot::default()).collect(),
+            base: Instant::now(),
+            next_look: AtomicU64::new(NEVER),
+            nudge: Notify::new(),
+            watching: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// A slot now, if one is free: no future, no timer (the common case).
+    pub(crate) fn try_hold(self: &Arc<Self>) -> Option<Held<'_>> {
+        match self.permits.0.try_acquire() {
+            Ok(permit) => Some(self.claim(permit)),
+            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => None,
+        }
+    }
+
+    /// Waits for a slot (first come, first served).
+    pub(crate) async fn hold(self: &Arc<Self>) -> Held<'_> {
+        let permit = self
+            .permits
+            .0
+            .acquire()
+            .await
+            .expect("the slots' semaphore is never closed");
+        self.claim(permit)
+    }
+
+    /// Slots free right now.
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> usize {
+        self.permits.0.available_permits()
+    }
+
+    /// A free slot for the holder of `permit`: there is always one, since every holder of a
+    /// permit holds at most one slot and frees it before its permit.
+    fn claim<'a>(self: &'a Arc<Self>, permit: SemaphorePermit<'a>) -> Held<'a> {
+        let n = self.slots.len();
+        let start = HINT.get() % n;
+        loop {
+            for i in (start..n).chain(0..start) {
+                let slot = &self.slots[i];
+                if !slot.busy.load(Ordering::Relaxed)
+                    && slot
+                        .busy
+                        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    HINT.set(i);
+                    return Held {
+                        slots: self,
+                        index: i,
+                        _permit: permit,
+                    };
+                }
+            }
+            // Freed behind the scan while others claimed ahead of it: look again.
+            std::hint::spin_loop();
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(nanos).unwrap_or(NEVER - 1).max(EXPIRED + 1)
+    }
+
+    /// The watcher's clock: tokio's, so that a paused test clock moves deadlines as it moves
+    /// tokio's timers.
+    fn now(&self) -> u64 {
+        self.nanos(tokio::time::Instant::now().into_std())
+    }
+
+    /// Marks every call whose deadline is at or before `now` as expired and wakes it; returns
+    /// the earliest deadline still to come ([`NEVER`] if none).
+    fn expire(&self, now: u64) -> u64 {
+        let mut next = NEVER;
+        for slot in self.slots.iter() {
+            let deadline = slot.deadline.load(Ordering::SeqCst);
+            if deadline <= EXPIRED {
+                continue;
+            }
+            if deadline > now {
+                next = next.min(deadline);
+            } else if slot
+                .deadline
+                .compare_exchange(deadline, EXPIRED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                // Fails if the call ended meanwhile (or another call took the slot).
+                slot.waker.wake();
+            }
+        }
+        next
+    }
+
+    /// Ends the watcher (the link is gone).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.nudge.notify_one();
+    }
+
+    /// Starts the watcher on the current runtime unless one is alive.
+    fn ensure_watcher(self: &Arc<Self>) {
+        if self.watching.load(Ordering::Acquire) || self.watching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(watch(Arc::clone(self)));
+    }
+}
+
+impl Held<'_> {
+    /// Runs `fut` until it ends or `deadline` passes (`None`).
+    pub(crate) async fn within<F: Future>(&self, deadline: Instant, fut: F) -> Option<F::Output> {
+        self.slots.ensure_watcher();
+        let slot = &self.slots.slots[self.index];
+        let at = self.slots.nanos(deadline);
+        slot.deadline.store(at, Ordering::SeqCst);
+        // Either the watcher's look is due in time, or it is told; a watcher that has just
+        // decided when to look reads the slots again after publishing it (see `watch`), so one
+        // of the two sees the other.
+        if at < self.slots.next_look.load(Ordering::SeqCst) {
+            self.slots.nudge.notify_one();
+        }
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if slot.deadline.load(Ordering::Acquire) == EXPIRED {
+                return Poll::Ready(None);
+            }
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            slot.waker.register(cx.waker());
+            // Expired between the check above and the registration: the watcher woke the waker
+            // from before (or none).
+            if slot.deadline.load(Ordering::Acquire) == EXPIRED {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let slot = &self.slots.slots[self.index];
+        slot.deadline.store(FREE, Ordering::Release);
+        slot.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Clears `watching` when the watcher task ends or is dropped (its runtime shut down), so that
+/// the next call starts another.
+struct Watching(Arc<Slots>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.watching.store(false, Ordering::Release);
+    }
+}
+
+/// The watcher: sleeps until the earliest deadline in the slots (or until told of an earlier
+/// one), wakes the calls whose deadline has passed, and goes back to sleep.
+async fn watch(slots: Arc<Slots>) {
+    let alive = Watching(slots);
+    let slots = &*alive.0;
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    let mut sleep = std::pin::pin!(sleep);
+    loop {
+        let nudged = slots.nudge.notified();
+        let mut nudged = std::pin::pin!(nudged);
+        // Registered before the slots are read: a nudge from here on is not lost.
+        nudged.as_mut().enable();
+        if slots.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut next = slots.expire(slots.now());
+        // Publish when the next look is, then read the slots again: a call that read the old
+        // value (and so told nobody) wrote its deadline before this read.
+        loop {
+            slots.next_look.store(next, Ordering::SeqCst);
+            let again = slots.expire(slots.now());
+            if again >= next {
+                break;
+            }
+            next = again;
+        }
+        if next == NEVER {
+            nudged.await;
+            continue;
+        }
+        let at = slots.base + Duration::from_nanos(next);
+        sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+        std::future::poll_fn(|cx| {
+            if sleep.as_mut().poll(cx).is_ready() || nudged.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Runs a call that never ends in a slot with `budget`; returns how long it took to time out.
+    async fn stuck_call(slots: &Arc<Slots>, budget: Duration) -> Duration {
+        let started = Instant::now();
+        let held = slots.try_hold().expect("a free slot");
+        let out = held
+            .within(started + budget, std::future::pending::<()>())
+            .await;
+        assert!(out.is_none(), "a call that never ends must time out");
+        started.elapsed()
+    }
+
+    #[test]
+    fn a_call_past_its_deadline_is_woken_and_a_call_in_time_is_not() {
+        let rt = runtime();
+        let slots = Arc::new(Slots::new(2));
+        rt.block_on(async {
+            // In time: the answer, whatever the watcher does meanwhile.
+            let held = slots.try_hold().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let answer = held
+                .within(deadline, async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    7
+                })
+                .await;
+            assert_eq!(answer, Some(7));
+            drop(held);
+
+            let took = stuck_call(&slots, Duration::from_millis(100)).await;
+            assert!(took >= Duration::from_millis(100), "{took:?}");
+            assert!(took < Duration::from_secs(2), "{took:?}");
+        });
+        // Both slots are free again.
+        assert_eq!(slots.available(), 2);
+        assert!(slots.slots.iter().all(|s| !s.busy.load(Ordering::Relaxed)));
+    }
+
+    #[test]
+    fn a_deadline_earlier_than_the_planned_look_is_kept() {
+        let rt = runtime();
+        let slots = Arc::new(Slots::new(2));
+        rt.block_on(async {
+            // A long call makes the watcher plan its next look 10 s ahead ...
+            let long = {
+                let slots = slots.clone();
+                tokio::spawn(async move { stuck_call(&slots, Duration::from_secs(10)).await })
+            };
+            while slots.next_look.load(Ordering::SeqCst) == NEVER {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // ... and a call with a shorter budget (a `query_timeout` lowered at run time)
+            // still ends at its own deadline.
+            let took = stuck_call(&slots, Duration::from_millis(150)).await;
+            assert!(took >= Duration::from_millis(150), "{took:?}");
+            assert!(took < Duration::from_secs(2), "{took:?}");
+            long.abort();
+        });
+    }
+
+    #[test]
+    fn calls_on_many_threads_each_get_their_own_slot() {
+        let rt = runtime();
+        let slots = Arc::new(Slots::new(3));
+        let in_slot: Arc<[AtomicBool; 3]> = Arc::new(Default::default());
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..12)
+                .map(|_| {
+                    let slots = slots.clone();
+                    let in_slot = in_slot.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..200 {
+                            let held = slots.hold().await;
+                            // No other call is in this slot.
+                            assert!(!in_slot[held.index].swap(true, Ordering::SeqCst));
+                            let deadline = Instant::now() + Duration::from_secs(5);
+                            held.within(deadline, tokio::task::yield_now()).await;
+                            in_slot[held.index].store(false, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
+        assert_eq!(slots.available(), 3);
+    }
+
+    #[test]
+    fn the_watcher_starts_again_on_the_next_runtime_and_ends_with_the_link() {
+        let slots = Arc::new(Slots::new(1));
+        // The first runtime's watcher goes with it.
+        runtime().block_on(stuck_call(&slots, Duration::from_millis(20)));
+        let rt = runtime();
+        rt.block_on(async {
+            let took = stuck_call(&slots, Duration::from_millis(50)).await;
+            assert!(took < Duration::from_secs(2), "{took:?}");
+            // Closed, the watcher lets go of the slots.
+            slots.close();
+            for _ in 0..200 {
+                if Arc::strong_count(&slots) == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("the watcher still holds the slots after close");
+        });
+    }
+}
