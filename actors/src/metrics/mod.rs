@@ -5,9 +5,10 @@
 //! - **Recorded** where things happen, on the call path among others, so they must cost no
 //!   lock and no allocation: calls by outcome, call and probe durations, circuit transitions.
 //!   Every label set is created once, here, and each database keeps the handles
-//!   (`DatabaseMetrics`); recording is an atomic add on a counter prometheus-client already
-//!   holds, never a `Family` lookup. Durations go to a histogram of atomics of our own
-//!   (`histogram.rs`: prometheus-client's locks a mutex per observation).
+//!   (`DatabaseMetrics`); recording is an atomic add on a counter the registry already
+//!   holds, never a `Family` lookup. The counts every call adds to are kept in per-thread
+//!   stripes (`striped.rs`), durations in a histogram of atomics of our own (`histogram.rs`:
+//!   prometheus-client's locks a mutex per observation).
 //! - **Read at scrape time** (`scrape.rs`): the connection and circuit states, `up`, restarts,
 //!   the pool, build info. They come from the health snapshot that `/health` serves (one
 //!   source of truth, no second copy to drift) and from the pool's own atomic counts. A scrape
@@ -19,6 +20,7 @@
 
 mod histogram;
 mod scrape;
+mod striped;
 
 use std::{
     sync::{
@@ -35,6 +37,7 @@ use prometheus_client::{
 
 pub use histogram::{DurationHistogram, DURATION_BUCKETS};
 pub(crate) use scrape::{PoolReader, PoolStats, StateCollector};
+pub(crate) use striped::StripedCounter;
 
 use crate::{circuit::CircuitStatus, error::Database, WardenError};
 
@@ -151,7 +154,7 @@ pub(crate) struct DatabaseMetrics(Arc<DbHandles>);
 struct DbHandles {
     /// Shared with [`Metrics`]: off, calls record nothing (for measuring what recording costs).
     recording: Arc<AtomicBool>,
-    calls: [Counter; 5],
+    calls: [StripedCounter; 5],
     call_duration: DurationHistogram,
     probe_duration: DurationHistogram,
     /// `[from][to]`, in [`CIRCUIT_STATES`] order.
@@ -167,7 +170,8 @@ impl DatabaseMetrics {
 
     /// A call ended with `outcome`; `took` is its time since admission (`None` for a call
     /// refused before it started, which is not timed: it would only pile up near zero and
-    /// hide the latency of the calls that ran). Two or three relaxed atomic adds.
+    /// hide the latency of the calls that ran). Two or three relaxed atomic adds, on lines
+    /// of this thread's own (see `striped.rs`).
     pub(crate) fn call_ended(&self, outcome: Outcome, took: Option<Duration>) {
         let h = &self.0;
         if !h.recording.load(Ordering::Relaxed) {
@@ -210,7 +214,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let recording = Arc::new(AtomicBool::new(true));
 
-        let calls = Family::<Labels<2>, Counter>::default();
+        let calls = Family::<Labels<2>, StripedCounter>::default();
         registry.register(
             "warden_calls",
             "Calls to a database by outcome: ok, refused (open circuit, no connection, stopped), \
