@@ -42,11 +42,12 @@ pub(crate) struct Refusal(pub String);
 /// Decides what `sql` may do to its session, or refuses it.
 pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
     let words = leading_words(sql);
-    let word = |i: usize| words[i].as_str();
+    let word = |i: usize| words[i].as_bytes();
     let first = word(0);
-    let name = || first.to_ascii_uppercase();
+    let name = || String::from_utf8_lossy(first).to_ascii_uppercase();
     match first {
-        "begin" | "start" | "commit" | "end" | "rollback" | "abort" | "savepoint" | "release" => {
+        b"begin" | b"start" | b"commit" | b"end" | b"rollback" | b"abort" | b"savepoint"
+        | b"release" => {
             return Err(Refusal(format!(
                 "`{}` is transaction control: a pooled connection must not be left inside a \
                  transaction; send a Transaction (statements run all-or-nothing) or a \
@@ -54,12 +55,12 @@ pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
                 name()
             )));
         }
-        "prepare" if word(1) == "transaction" => {
+        b"prepare" if word(1) == b"transaction" => {
             return Err(Refusal(
                 "`PREPARE TRANSACTION` is not supported through warden's pool".into(),
             ));
         }
-        "prepare" | "deallocate" => {
+        b"prepare" | b"deallocate" => {
             return Err(Refusal(format!(
                 "`{}` manages named prepared statements, which outlive the call on a pooled \
                  connection (and warden prepares and caches statements itself); send the \
@@ -67,40 +68,40 @@ pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
                 name()
             )));
         }
-        "set" if word(1) == "local" && context == Context::InTransaction => {}
-        "set" if word(1) == "local" => {
+        b"set" if word(1) == b"local" && context == Context::InTransaction => {}
+        b"set" if word(1) == b"local" => {
             return Err(Refusal(
                 "`SET LOCAL` has no effect outside a transaction; put it first in a Transaction"
                     .into(),
             ));
         }
-        "set" | "reset" => {
+        b"set" | b"reset" => {
             return Err(Refusal(format!(
                 "`{}` changes the session of a pooled connection that other calls share; use \
                  `SET LOCAL` inside a Transaction, or set it in warden's configuration",
                 name()
             )));
         }
-        "listen" | "unlisten" => {
+        b"listen" | b"unlisten" => {
             return Err(Refusal(format!(
                 "`{}` subscribes the session of a pooled connection that other calls share; \
                  keep a dedicated connection for notifications",
                 name()
             )));
         }
-        "declare" => {
+        b"declare" => {
             return Err(Refusal(
                 "`DECLARE` opens a cursor on a pooled connection; fetch the rows in one \
                  statement, or use WithTransaction"
                     .into(),
             ));
         }
-        "load" => {
+        b"load" => {
             return Err(Refusal(
                 "`LOAD` changes the session of a pooled connection that other calls share".into(),
             ));
         }
-        "create" if creates_temporary(&words) => {
+        b"create" if creates_temporary(&words) => {
             if context == Context::Single {
                 return Err(Refusal(
                     "`CREATE TEMPORARY` objects outlive the call on a pooled connection; create \
@@ -114,8 +115,9 @@ pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
         _ => {}
     }
     // The scans below copy the text; the common statement names none of what they look for,
-    // which a search without a copy tells.
-    let locks = contains_ignoring_case(sql, "advisory_lock");
+    // which one pass without a copy tells.
+    let mentions = Mentions::of(sql);
+    let locks = mentions.advisory_lock;
     if locks {
         let code = code_only(sql);
         if let Some(function) = SESSION_LOCKS.iter().find(|f| contains_word(&code, f)) {
@@ -128,17 +130,14 @@ pub(crate) fn classify(sql: &str, context: Context) -> Result<Effect, Refusal> {
     }
     // Whatever may hide session changes, looked for in the whole text, string bodies included
     // (a `DO` block's body is a dollar-quoted string).
-    let hidden = matches!(first, "do" | "call")
-        || ((locks
-            || contains_ignoring_case(sql, "set_config")
-            || contains_ignoring_case(sql, "temp"))
-            && {
-                let lower = sql.to_ascii_lowercase();
-                ["set_config", "temp", "temporary"]
-                    .iter()
-                    .chain(SESSION_LOCKS.iter())
-                    .any(|w| contains_word(&lower, w))
-            });
+    let hidden = matches!(first, b"do" | b"call")
+        || ((locks || mentions.set_config || mentions.temp) && {
+            let lower = sql.to_ascii_lowercase();
+            ["set_config", "temp", "temporary"]
+                .iter()
+                .chain(SESSION_LOCKS.iter())
+                .any(|w| contains_word(&lower, w))
+        });
     Ok(if hidden {
         Effect::MayTaint
     } else {
@@ -157,11 +156,11 @@ const SESSION_LOCKS: [&str; 4] = [
 
 /// `CREATE [GLOBAL | LOCAL] { TEMP | TEMPORARY } ...`.
 fn creates_temporary(words: &[Word; 3]) -> bool {
-    let next = match words[1].as_str() {
-        "global" | "local" => words[2].as_str(),
+    let next = match words[1].as_bytes() {
+        b"global" | b"local" => words[2].as_bytes(),
         word => word,
     };
-    matches!(next, "temp" | "temporary")
+    matches!(next, b"temp" | b"temporary")
 }
 
 /// A leading keyword, lowercased into a buffer of its own: classifying a statement allocates
@@ -183,9 +182,10 @@ impl Word {
         w
     }
 
-    fn as_str(&self) -> &str {
-        // Only ASCII identifier bytes are ever copied in.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    /// The word's bytes: compared with byte strings, with no UTF-8 check on every call (only
+    /// ASCII identifier bytes are ever copied in).
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -196,7 +196,7 @@ fn leading_words(sql: &str) -> [Word; 3] {
     let mut words = [Word::default(), Word::default(), Word::default()];
     let mut rest = sql;
     for i in 0..words.len() {
-        if i == 1 && !matches!(words[0].as_str(), "prepare" | "set" | "create") {
+        if i == 1 && !matches!(words[0].as_bytes(), b"prepare" | b"set" | b"create") {
             break;
         }
         rest = skip_space_and_comments(rest);
@@ -322,11 +322,36 @@ fn dollar_quoted_len(s: &str) -> Option<usize> {
 }
 
 /// Whether `needle` (lowercase ASCII) occurs in `haystack`, in any case, without a copy.
-fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// Which of the names that `classify` looks further for occur in a statement, in any case and
+/// anywhere (string bodies and comments included): found in one pass over its bytes, since
+/// this runs on every call and most statements name none of them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Mentions {
+    advisory_lock: bool,
+    set_config: bool,
+    temp: bool,
+}
+
+impl Mentions {
+    fn of(sql: &str) -> Self {
+        let bytes = sql.as_bytes();
+        let at = |i: usize, needle: &str| {
+            bytes
+                .get(i..i + needle.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+        };
+        let mut found = Self::default();
+        for (i, b) in bytes.iter().enumerate() {
+            // Only a needle's first letter, in either case, can start a match.
+            match b | 0x20 {
+                b'a' => found.advisory_lock |= at(i, "advisory_lock"),
+                b's' => found.set_config |= at(i, "set_config"),
+                b't' => found.temp |= at(i, "temp"),
+                _ => {}
+            }
+        }
+        found
+    }
 }
 
 /// Whether `word` occurs in `haystack` (lowercase) as a whole identifier.
@@ -343,6 +368,21 @@ fn contains_word(haystack: &str, word: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mentions_are_found_in_any_case_anywhere() {
+        let m = |sql| Mentions::of(sql);
+        assert_eq!(m("SELECT 1"), Mentions::default());
+        assert!(m("select PG_ADVISORY_LOCK(1)").advisory_lock);
+        assert!(m("SELECT Set_Config('a', 'b', false)").set_config);
+        // At the very end, and right at the start.
+        assert!(m("select 'x' from attemp").temp);
+        assert!(m("Temp").temp);
+        // Cut short by the end of the text.
+        assert_eq!(m("select advisory_loc"), Mentions::default());
+        assert_eq!(m("set_confi"), Mentions::default());
+        assert_eq!(m("tem"), Mentions::default());
+    }
 
     fn single(sql: &str) -> Result<Effect, Refusal> {
         classify(sql, Context::Single)
