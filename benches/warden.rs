@@ -526,17 +526,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let mut lat = Vec::with_capacity(1 << 14);
-    let mut errors = 0;
-    while Instant::now() < deadline {
-        let t = Instant::now();
-        if call().await {
-            lat.push(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
-        } else {
-            errors += 1;
-        }
-    }
-    (lat, errors)
+    caller_between(call, Instant::now(), deadline).await
 }
 
 fn summarize(parts: Vec<(Vec<u32>, usize)>, elapsed: Duration) -> Load {

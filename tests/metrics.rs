@@ -386,18 +386,9 @@ fn values_move_when_postgres_dies_and_returns() {
 
 /// Serves the daemon's HTTP layer, `/metrics` included, for a warden in this process.
 fn serve(warden: &Warden) -> String {
-    let port = support::free_listen_port();
     let state = warden::web::AppState::new(warden.health_handle(), Instant::now())
         .with_metrics(warden::metrics::Endpoint::new(warden.metrics()));
-    let server = warden::web::server(
-        ([127, 0, 0, 1], port).into(),
-        1,
-        state,
-        Duration::from_secs(1),
-    )
-    .expect("bind");
-    actix::spawn(server);
-    format!("http://127.0.0.1:{port}")
+    support::serve_state(state, 1)
 }
 
 fn calls(s: &Samples, outcome: &str) -> f64 {

@@ -19,15 +19,7 @@ pub async fn serve(cfg: &DaemonConfig) -> (Warden, String) {
         async move { (s.listening && s.checked_at.is_some()).then_some(()) }
     })
     .await;
-    let port = super::free_listen_port();
     let state = warden::console::app_state(&warden, cfg, Instant::now());
-    let server = warden::web::server(
-        ([127, 0, 0, 1], port).into(),
-        1,
-        state,
-        Duration::from_secs(1),
-    )
-    .expect("the HTTP server");
-    actix::spawn(server);
-    (warden, format!("http://127.0.0.1:{port}"))
+    let base = super::serve_state(state, 1);
+    (warden, base)
 }

@@ -108,15 +108,21 @@ pub fn actix_test<F: Future<Output = ()>>(body: F) {
 /// Serves warden's HTTP layer in-process on a free port (inside the current actix system);
 /// returns a GET helper's base URL.
 pub fn serve_health(warden: &warden_actors::Warden) -> String {
-    let port = free_listen_port();
     let state = warden::web::AppState::new(warden.health_handle(), Instant::now());
+    serve_state(state, 2)
+}
+
+/// Serves `state` on a free port of 127.0.0.1 with `workers` HTTP workers (inside the current
+/// actix system); returns its base URL.
+pub fn serve_state(state: warden::web::AppState, workers: usize) -> String {
+    let port = free_listen_port();
     let server = warden::web::server(
         ([127, 0, 0, 1], port).into(),
-        2,
+        workers,
         state,
         Duration::from_secs(1),
     )
-    .expect("bind the health server");
+    .expect("bind warden's HTTP server");
     actix::spawn(server);
     format!("http://127.0.0.1:{port}")
 }

@@ -140,9 +140,7 @@ impl<C: Clone + 'static> Link<C> {
     pub(crate) fn admit_call(self: &Arc<Self>) -> Result<Admitted<C>, WardenError> {
         // One clock read for the circuit's check and the deadline.
         let now = Instant::now();
-        let (client, generation) = self
-            .admit_with(now, |client, generation| (client.clone(), generation))
-            .inspect_err(|e| self.refused(e))?;
+        let (client, generation) = self.admit(now).inspect_err(|e| self.refused(e))?;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let in_flight = InFlight(Arc::clone(self));
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -178,23 +176,13 @@ impl<C: Clone + 'static> Link<C> {
         self.metrics.call_ended(Outcome::of_error(e), None);
     }
 
-    /// The client and generation for an attempt, or one of the refusals that cost nothing.
-    pub(super) fn admit(&self) -> Result<(C, u64), WardenError> {
-        self.admit_with(Instant::now(), |client, generation| {
-            (client.clone(), generation)
-        })
-    }
-
-    /// The refusals that cost nothing: stopped for good, no connection, an open circuit. A
-    /// lost connection is the actor's to report (`Unavailable`, with the time of its next
-    /// attempt), so it comes before the circuit: the circuit may have opened from the calls
-    /// that failed as the connection went, and says nothing about when calls can flow again
-    /// (the reconnect closes it).
-    fn admit_with<R>(
-        &self,
-        now: Instant,
-        admitted: impl FnOnce(&C, u64) -> R,
-    ) -> Result<R, WardenError> {
+    /// The client and generation for an attempt at `now`, or one of the refusals that cost
+    /// nothing: stopped for good, no connection, an open circuit. A lost connection is the
+    /// actor's to report (`Unavailable`, with the time of its next attempt), so it comes
+    /// before the circuit: the circuit may have opened from the calls that failed as the
+    /// connection went, and says nothing about when calls can flow again (the reconnect
+    /// closes it).
+    pub(super) fn admit(&self, now: Instant) -> Result<(C, u64), WardenError> {
         let state = self.state.load();
         let (client, generation) = match &**state {
             LinkState::Connected { client, generation } => (client, *generation),
@@ -216,7 +204,7 @@ impl<C: Clone + 'static> Link<C> {
                 retry_after,
             });
         }
-        Ok(admitted(client, generation))
+        Ok((client.clone(), generation))
     }
 
     /// Records a call's outcome on the board (`failure`: what it failed with). Only the call

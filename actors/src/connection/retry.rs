@@ -131,7 +131,7 @@ impl<C: Clone + 'static> Admitted<C> {
             // The first attempt uses the handler's admission; retries ask again.
             let admission = match first.take() {
                 Some(admitted) => Ok(admitted),
-                None => link.admit(),
+                None => link.admit(Instant::now()),
             };
             let (client, generation) = match (admission, last_error.take()) {
                 (Ok(admitted), _) => admitted,

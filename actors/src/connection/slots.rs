@@ -31,8 +31,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crossbeam_utils::CachePadded;
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 
 /// A slot's deadline word: no call in it.
 const FREE: u64 = 0;
@@ -41,9 +42,8 @@ const EXPIRED: u64 = 1;
 /// `next_look` while the watcher waits to be told of a deadline.
 const NEVER: u64 = u64::MAX;
 
-/// One place in the pool. Aligned to two cache lines so that a call writing its own slot never
-/// invalidates a line another call (on another thread) is writing.
-#[repr(align(128))]
+/// One place in the pool. Kept on cache lines of its own (`CachePadded`) so that a call writing
+/// its own slot never invalidates a line another call (on another thread) is writing.
 #[derive(Default)]
 struct Slot {
     busy: AtomicBool,
@@ -58,8 +58,8 @@ struct Slot {
 pub(crate) struct Slots {
     /// One permit per slot; waiting for one is fair (first come, first served). Every call
     /// writes it: on a line of its own, away from the words below that every call reads.
-    permits: Padded<Semaphore>,
-    slots: Box<[Slot]>,
+    permits: CachePadded<Semaphore>,
+    slots: Box<[CachePadded<Slot>]>,
     base: Instant,
     /// When the watcher looks next, in nanoseconds after `base`; [`NEVER`] while it waits to
     /// be told. A call whose deadline comes before it tells the watcher.
@@ -70,10 +70,6 @@ pub(crate) struct Slots {
     watching: AtomicBool,
     closed: AtomicBool,
 }
-
-/// Keeps a value on cache lines of its own.
-#[repr(align(128))]
-struct Padded<T>(T);
 
 /// A slot held by a call, with its permit; freed when dropped.
 pub(crate) struct Held<'a> {
@@ -93,8 +89,8 @@ impl Slots {
     pub(crate) fn new(count: usize) -> Self {
         let count = count.max(1);
         Self {
-            permits: Padded(Semaphore::new(count)),
-            slots: (0..count).map(|_| Slot::default()).collect(),
+            permits: CachePadded::new(Semaphore::new(count)),
+            slots: (0..count).map(|_| CachePadded::default()).collect(),
             base: Instant::now(),
             next_look: AtomicU64::new(NEVER),
             nudge: Notify::new(),
@@ -105,17 +101,14 @@ impl Slots {
 
     /// A slot now, if one is free: no future, no timer (the common case).
     pub(crate) fn try_hold(self: &Arc<Self>) -> Option<Held<'_>> {
-        match self.permits.0.try_acquire() {
-            Ok(permit) => Some(self.claim(permit)),
-            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => None,
-        }
+        let permit = self.permits.try_acquire().ok()?;
+        Some(self.claim(permit))
     }
 
     /// Waits for a slot (first come, first served).
     pub(crate) async fn hold(self: &Arc<Self>) -> Held<'_> {
         let permit = self
             .permits
-            .0
             .acquire()
             .await
             .expect("the slots' semaphore is never closed");
@@ -125,7 +118,7 @@ impl Slots {
     /// Slots free right now.
     #[cfg(test)]
     pub(crate) fn available(&self) -> usize {
-        self.permits.0.available_permits()
+        self.permits.available_permits()
     }
 
     /// A free slot for the holder of `permit`: there is always one, since every holder of a

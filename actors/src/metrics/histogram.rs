@@ -20,6 +20,7 @@ use std::{
 };
 
 use super::striped::{stripe, STRIPES};
+use crossbeam_utils::CachePadded;
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::{MetricType, TypedMetric},
@@ -42,12 +43,11 @@ struct Inner {
     /// Upper bounds in nanoseconds, compared without a float conversion per call.
     bounds_ns: [u64; LEN],
     /// One per thread stripe (see `striped.rs`): a call adds to its own thread's.
-    stripes: [Stripe; STRIPES],
+    stripes: [CachePadded<Stripe>; STRIPES],
 }
 
-/// One stripe's observations: exactly two cache lines.
+/// One stripe's observations: 128 bytes, on cache lines of their own (`CachePadded`).
 #[derive(Debug)]
-#[repr(align(128))]
 struct Stripe {
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
     buckets: [AtomicU64; LEN + 1],
@@ -58,9 +58,11 @@ impl Default for Inner {
     fn default() -> Self {
         Self {
             bounds_ns: DURATION_BUCKETS.map(|s| (s * 1e9) as u64),
-            stripes: std::array::from_fn(|_| Stripe {
-                buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-                sum_ns: AtomicU64::new(0),
+            stripes: std::array::from_fn(|_| {
+                CachePadded::new(Stripe {
+                    buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                    sum_ns: AtomicU64::new(0),
+                })
             }),
         }
     }

@@ -13,6 +13,7 @@ use std::sync::{
     Arc,
 };
 
+use crossbeam_utils::CachePadded;
 use prometheus_client::{
     encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::{MetricType, TypedMetric},
@@ -30,24 +31,19 @@ pub(crate) fn stripe() -> usize {
     STRIPE.with(|s| *s)
 }
 
-/// One word on a cache line of its own.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Line(AtomicU64);
-
 /// A monotonic counter in stripes, encoded as a Prometheus counter. Clones share it.
 #[derive(Debug, Clone, Default)]
-pub struct StripedCounter(Arc<[Line; STRIPES]>);
+pub struct StripedCounter(Arc<[CachePadded<AtomicU64>; STRIPES]>);
 
 impl StripedCounter {
     /// Adds one: a relaxed add on this thread's stripe.
     pub fn inc(&self) {
-        self.0[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        self.0[stripe()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The total of every stripe.
     pub fn get(&self) -> u64 {
-        self.0.iter().map(|l| l.0.load(Ordering::Relaxed)).sum()
+        self.0.iter().map(|l| l.load(Ordering::Relaxed)).sum()
     }
 }
 
