@@ -130,7 +130,12 @@ impl Systemd {
             return work.await;
         }
         let usec = u32::try_from(EXTEND_BY.as_micros()).unwrap_or(u32::MAX);
-        let mut ticks = tokio::time::interval(EXTEND_EVERY);
+        // The first before `work` is polled at all: in a `select!` with a tick due at once, a
+        // `work` that is ready at once (nothing in flight to drain) won half the time and no
+        // extension was sent.
+        self.send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+        let start = tokio::time::Instant::now() + EXTEND_EVERY;
+        let mut ticks = tokio::time::interval_at(start, EXTEND_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(work);
         loop {
