@@ -214,7 +214,7 @@ impl Stopped {
 
 /// Even ids are one `Sql` insert (part 0), odd ids a `Transaction` of two (parts 1 and 2).
 fn pg_parts(id: u64) -> &'static [u8] {
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         &[0]
     } else {
         &[1, 2]

@@ -43,6 +43,22 @@ pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
 #[derive(Clone)]
 pub struct PgClient(Arc<PgShared>);
 
+/// A connection being checked out of the shared pool (see [`PgShared::acquire`]).
+pub(crate) type Acquiring = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error>,
+            > + Send,
+    >,
+>;
+
+/// `make()`'s value in a box allocated before `make` runs, so that the compiler can write the
+/// value straight into it instead of building it on the stack and copying it in.
+#[inline(always)]
+fn boxed_in_place<T>(make: impl FnOnce() -> T) -> Box<T> {
+    Box::write(Box::new_uninit(), make())
+}
+
 /// What a [`PgClient`] points to.
 pub struct PgShared {
     pub(super) pool: PgPool,
@@ -64,20 +80,18 @@ impl std::ops::Deref for PgClient {
 impl PgShared {
     /// Checks a connection out of the shared pool.
     ///
-    /// sqlx's acquire future is about 8.6 KB (it holds a whole connect inline). A future is
-    /// moved whole, however little of it has run, so left inline it would be copied at every
-    /// layer a call passes through on its way to the runtime (the attempt, its deadline, the
-    /// retries, the call, the box): several 9-10 KB copies per call, which cost more CPU than
-    /// the rest of warden's call path together (`scripts/bench sql` showed it). So it lives in
-    /// a box, and every layer above stays a few hundred bytes. The box holds an async block
-    /// that creates the acquire future itself, in place, when first polled:
-    /// `Box::pin(self.pool.acquire())` would build it on the stack and copy all 8.6 KB into
-    /// the box, once per call (callgrind: about 8,700 instructions per call of a `SELECT 1`'s
-    /// 35,000; sqlx's own `fetch_all(&pool)` pays that copy).
-    pub(crate) async fn acquire(
-        &self,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error> {
-        Box::pin(async { self.pool.acquire().await }).await
+    /// sqlx's acquire future is about 8.6 KB (it holds a whole connect inline). A future's size
+    /// is the size of everything it may hold across an `.await`, so awaited inline it would make
+    /// every future above it at least that big: the attempt, its deadline, the retries and the
+    /// call, which its caller boxes (18 KB per `Sql` call before this was a plain function,
+    /// most of it never touched, but allocated, and a cache's worth of lines for the allocator
+    /// to hand out each time). So it is boxed here, where it is created, by a plain function:
+    /// no future of warden's has it in its type, and the call future stays about 1.2 KB.
+    /// `Box::pin(self.pool.acquire())` would build the 8.6 KB future on the stack and copy it
+    /// into the box on every call (a memcpy counter preloaded into `scripts/bench sql` saw one
+    /// 8,656-byte copy per call); the box is allocated first and the future written into it.
+    pub(crate) fn acquire(&self) -> Acquiring {
+        Box::into_pin(boxed_in_place(|| self.pool.acquire()))
     }
 
     /// Maps a driver error; a connection-class one withdraws trust from every idle connection,
