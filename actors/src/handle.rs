@@ -18,6 +18,7 @@
 use std::{future::Future, sync::Arc};
 
 use actix::prelude::*;
+use futures_util::future::Either;
 
 use crate::{
     call::{sealed::Start, Call, IoClient},
@@ -84,10 +85,14 @@ impl<D: Driver> CallHandle<D> {
     where
         D::Client: IoClient,
     {
-        let started = self.link.admit_call().map(|admitted| {
-            let runtime = admitted.client().io().clone();
-            runtime.run(Start::start(msg, admitted), D::DATABASE)
-        });
-        async move { started?.await }
+        // `Either`, not an `async` block around `started?.await`: that would be one more
+        // state machine for the call to be moved into and polled through, on every call.
+        match self.link.admit_call() {
+            Ok(admitted) => {
+                let runtime = admitted.client().io().clone();
+                Either::Right(runtime.run(Start::start(msg, admitted), D::DATABASE))
+            }
+            Err(refused) => Either::Left(std::future::ready(Err(refused))),
+        }
     }
 }
