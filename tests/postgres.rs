@@ -157,6 +157,55 @@ fn sql_returns_typed_rows_and_binds_params() {
     });
 }
 
+/// A row with a column that has no JSON mapping fails the call with `Conversion`, naming the
+/// column, after the whole statement ran and every row was read: the one pooled connection
+/// serves the next call at once, and an `INSERT ... RETURNING` wrote all its rows.
+#[test]
+fn a_row_that_cannot_be_converted_fails_the_call_and_the_connection_stays_usable() {
+    let pg = PgServer::start();
+    actix_test(async {
+        let mut settings = fast_settings(&no_graph(), &pg.url());
+        // One pooled connection (and the probe's): every call below runs on the same one.
+        settings.postgres.max_connections = 2;
+        let warden = connected(settings).await;
+        let err = warden
+            .postgres
+            .send(Sql::new(
+                "INSERT INTO config (key, value) SELECT 'conv-' || x, '{}'::jsonb \
+                 FROM generate_series(1, 3) x \
+                 RETURNING key, CASE WHEN key = 'conv-2' THEN point(1, 1) END AS p",
+            ))
+            .await
+            .unwrap()
+            .unwrap_err();
+        match &err {
+            WardenError::Conversion { message, .. } => {
+                assert!(message.contains("column `p`"), "{message}");
+                assert!(message.contains("no JSON mapping"), "{message}");
+            }
+            other => panic!("expected a conversion error, got {other:?}"),
+        }
+        assert!(!err.is_transient());
+        let rows = warden
+            .postgres
+            .send(Sql::new(
+                "SELECT count(*) AS n FROM config WHERE key LIKE 'conv-%'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows[0]["n"], json!(3));
+        let rows = warden
+            .postgres
+            .send(Sql::new("SELECT 41 + 1 AS n"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows, vec![json!({"n": 42}).as_object().unwrap().clone()]);
+        warden.shutdown(Duration::from_secs(2)).await;
+    });
+}
+
 /// kill -9 of PostgreSQL (with the graph up, so readiness hinges on it): health turns
 /// unhealthy within probe_interval + probe_timeout and `/health/ready` 503, calls in flight and
 /// new ones end with errors within query_timeout, and after a restart warden is connected

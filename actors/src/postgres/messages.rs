@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use futures_util::future::BoxFuture;
+use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -222,7 +223,10 @@ async fn execute(client: PgClient, sql: &Sql) -> Result<Rows, Failed> {
     rows
 }
 
-/// Runs one statement on `conn` and converts its rows to JSON.
+/// Runs one statement on `conn` and converts its rows to JSON as they arrive, with no
+/// `Vec` of sqlx's rows in between. A row that cannot be converted fails the call, but the
+/// rest are still read, so that the statement ends on the connection as it would have with
+/// `fetch_all`.
 pub(crate) async fn fetch_rows(
     client: &PgClient,
     conn: &mut sqlx::PgConnection,
@@ -232,11 +236,18 @@ pub(crate) async fn fetch_rows(
     for param in &sql.params {
         query = bind(query, param);
     }
-    let rows = query
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| client.error(&e))?;
-    rows.iter().map(row_to_json).collect()
+    let mut stream = query.fetch(&mut *conn);
+    let mut rows = Rows::new();
+    let mut unconverted = None;
+    while let Some(row) = stream.try_next().await.map_err(|e| client.error(&e))? {
+        if unconverted.is_none() {
+            match row_to_json(&row) {
+                Ok(json) => rows.push(json),
+                Err(e) => unconverted = Some(e),
+            }
+        }
+    }
+    unconverted.map_or(Ok(rows), Err)
 }
 
 #[cfg(test)]
