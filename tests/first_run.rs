@@ -231,7 +231,8 @@ fn health_timestamps_have_one_precision() {
                 ("WARDEN__BACKOFF__MAX", "10s".into()),
             ],
         );
-        // PostgreSQL connected (a last_ok_at), the graph backing off (a next_attempt_at).
+        // PostgreSQL connected (a last_ok_at), the graph backing off (a next_attempt_at), the
+        // `config` table read (a checked_at).
         let body = eventually(
             Duration::from_secs(15),
             "both timestamps present",
@@ -239,7 +240,9 @@ fn health_timestamps_have_one_precision() {
                 let (_, v) = d.get("/health/detailed").await?;
                 let pg_ok = v["components"]["postgres"]["last_ok_at"].is_string();
                 let graph_next = v["components"]["neo4j"]["next_attempt_at"].is_string();
-                (pg_ok && graph_next).then_some(v)
+                // The `config` table read too: its times are health timestamps as well.
+                let config_read = v["config"]["checked_at"].is_string();
+                (pg_ok && graph_next && config_read).then_some(v)
             },
         )
         .await;

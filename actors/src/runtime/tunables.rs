@@ -50,8 +50,10 @@ pub struct TableStatus {
     /// Snapshots applied since start (0: the file's values are in force).
     pub version: u64,
     /// When the last snapshot was applied.
+    #[serde(serialize_with = "crate::timestamp::millis_opt")]
     pub applied_at: Option<DateTime<Utc>>,
     /// When the table was last read.
+    #[serde(serialize_with = "crate::timestamp::millis_opt")]
     pub checked_at: Option<DateTime<Utc>>,
     /// Why the table as last read was refused (the previous snapshot stays in force); null
     /// once a table is accepted again.
