@@ -714,9 +714,32 @@ async fn graph_finish(
     Ok(())
 }
 
-/// Runs a graph scenario, and once more with a fresh stand-in if the stand-in died on its own
-/// during the first run (see `graph_finish`); a second death fails the test.
-fn rerun_once_if_the_stand_in_dies(scenario: &str, mut run: impl FnMut() -> Result<(), String>) {
+/// A graph scenario: 8 Cypher writers through `proxy` to a fresh stand-in while `faults` breaks
+/// things; `faults` returns the first write id to check and what it did. Runs once more, with a
+/// fresh stand-in, if the stand-in died on its own (see `graph_finish`); a second death fails
+/// the test.
+fn graph_scenario(
+    scenario: &'static str,
+    faults: impl AsyncFn(&mut Rig<'_>, &mut GraphServer, &Proxy) -> (u64, String),
+) {
+    let run = || {
+        let mut graph = GraphServer::start();
+        let proxy = Proxy::start(graph.port);
+        let mut outcome = Ok(());
+        actix_test(async {
+            let mut rig = Rig::start(
+                Database::Neo4j,
+                graph_settings(&proxy),
+                &proxy,
+                None,
+                graph_writers(8),
+            )
+            .await;
+            let (from, what) = faults(&mut rig, &mut graph, &proxy).await;
+            outcome = graph_finish(rig, &mut graph, from, scenario, what).await;
+        });
+        outcome
+    };
     if let Err(died) = run() {
         eprintln!(
             "chaos {scenario}: the graph stand-in died on its own ({died}); \
@@ -737,38 +760,24 @@ fn rerun_once_if_the_stand_in_dies(scenario: &str, mut run: impl FnMut() -> Resu
 fn graph_kill9_under_cypher_writes() {
     let _serial = serial();
     let size = Size::from_env();
-    rerun_once_if_the_stand_in_dies("graph-kill9", || {
-        let mut graph = GraphServer::start();
-        let proxy = Proxy::start(graph.port);
-        let mut outcome = Ok(());
-        actix_test(async {
-            let mut rig = Rig::start(
-                Database::Neo4j,
-                graph_settings(&proxy),
-                &proxy,
-                None,
-                graph_writers(8),
-            )
-            .await;
-            let mut since_restart = 0;
-            for _ in 0..size.graph_kills {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                graph.kill9();
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                graph.restart();
-                // No write issued from here on can have reached the killed server.
-                since_restart = rig.ledger.mark();
-                rig.recovered().await;
-            }
-            // Writes on the restarted server, to be checked.
+    graph_scenario("graph-kill9", async |rig, graph, _| {
+        let mut since_restart = 0;
+        for _ in 0..size.graph_kills {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            graph.kill9();
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let faults = format!(
-                "kill -9, restart 2 s later, ×{}; 8 Cypher writers (writes checked: since the last restart)",
-                size.graph_kills
-            );
-            outcome = graph_finish(rig, &mut graph, since_restart, "graph-kill9", faults).await;
-        });
-        outcome
+            graph.restart();
+            // No write issued from here on can have reached the killed server.
+            since_restart = rig.ledger.mark();
+            rig.recovered().await;
+        }
+        // Writes on the restarted server, to be checked.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let faults = format!(
+            "kill -9, restart 2 s later, ×{}; 8 Cypher writers (writes checked: since the last restart)",
+            size.graph_kills
+        );
+        (since_restart, faults)
     });
 }
 
@@ -783,43 +792,29 @@ const GRAPH_FLAPS_IN_A_ROW: usize = 25;
 fn graph_flaps() {
     let _serial = serial();
     let size = Size::from_env();
-    rerun_once_if_the_stand_in_dies("graph-flaps", || {
-        let mut graph = GraphServer::start();
-        let proxy = Proxy::start(graph.port);
-        let mut outcome = Ok(());
-        actix_test(async {
-            let mut rig = Rig::start(
-                Database::Neo4j,
-                graph_settings(&proxy),
-                &proxy,
-                None,
-                graph_writers(8),
-            )
-            .await;
-            let (mut made, mut blocks, mut since_restart) = (0, 0, 0);
-            while made < size.flaps {
-                if blocks > 0 {
-                    // A fresh stand-in (it keeps no data): writes are checked from here on.
-                    graph.kill9();
-                    graph.restart();
-                    since_restart = rig.ledger.mark();
-                    rig.recovered().await;
-                }
-                let block = GRAPH_FLAPS_IN_A_ROW.min(size.flaps - made);
-                let done = flaps(&mut rig, &proxy, block).await;
-                made += done;
-                blocks += 1;
-                if done < block {
-                    break;
-                }
+    graph_scenario("graph-flaps", async |rig, graph, proxy| {
+        let (mut made, mut blocks, mut since_restart) = (0, 0, 0);
+        while made < size.flaps {
+            if blocks > 0 {
+                // A fresh stand-in (it keeps no data): writes are checked from here on.
+                graph.kill9();
+                graph.restart();
+                since_restart = rig.ledger.mark();
+                rig.recovered().await;
             }
-            let faults = format!(
-                "{made} flaps (all connections reset, refused for 300 ms) in blocks of at most \
-                 {GRAPH_FLAPS_IN_A_ROW}, a fresh stand-in between blocks; 8 Cypher writers \
-                 (writes checked: since the last fresh stand-in)"
-            );
-            outcome = graph_finish(rig, &mut graph, since_restart, "graph-flaps", faults).await;
-        });
-        outcome
+            let block = GRAPH_FLAPS_IN_A_ROW.min(size.flaps - made);
+            let done = flaps(rig, proxy, block).await;
+            made += done;
+            blocks += 1;
+            if done < block {
+                break;
+            }
+        }
+        let faults = format!(
+            "{made} flaps (all connections reset, refused for 300 ms) in blocks of at most \
+             {GRAPH_FLAPS_IN_A_ROW}, a fresh stand-in between blocks; 8 Cypher writers \
+             (writes checked: since the last fresh stand-in)"
+        );
+        (since_restart, faults)
     });
 }
