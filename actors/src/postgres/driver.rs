@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
     ConnectOptions, Connection, PgPool,
@@ -42,15 +42,6 @@ pub type PgProbe = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
 /// atomic add and subtract on a line the threads share.
 #[derive(Clone)]
 pub struct PgClient(Arc<PgShared>);
-
-/// A connection being checked out of the shared pool (see [`PgShared::acquire`]).
-pub(crate) type Acquiring = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error>,
-            > + Send,
-    >,
->;
 
 /// `make()`'s value in a box allocated before `make` runs, so that the compiler can write the
 /// value straight into it instead of building it on the stack and copying it in.
@@ -90,7 +81,9 @@ impl PgShared {
     /// `Box::pin(self.pool.acquire())` would build the 8.6 KB future on the stack and copy it
     /// into the box on every call (a memcpy counter preloaded into `scripts/bench sql` saw one
     /// 8,656-byte copy per call); the box is allocated first and the future written into it.
-    pub(crate) fn acquire(&self) -> Acquiring {
+    pub(crate) fn acquire(
+        &self,
+    ) -> BoxFuture<'static, Result<sqlx::pool::PoolConnection<sqlx::Postgres>, sqlx::Error>> {
         Box::into_pin(boxed_in_place(|| self.pool.acquire()))
     }
 
