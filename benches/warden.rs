@@ -50,6 +50,8 @@ mod catalog;
 mod catalog_api;
 #[path = "warden/metrics.rs"]
 mod metrics;
+#[path = "warden/sql.rs"]
+mod sql;
 #[path = "sections/projection.rs"]
 mod projection;
 
@@ -61,7 +63,7 @@ use std::{
 
 use support::{daemon::Daemon, graph::GraphServer, pg::PgServer, proxy::Proxy};
 use warden_actors::{
-    health::ComponentStatus, Cypher, Database, PostgresHandle, Sql, Warden, WardenError,
+    health::ComponentStatus, Cypher, Database, Sql, Warden, WardenError,
     WardenSettings,
 };
 
@@ -83,7 +85,9 @@ struct Args {
     detection_runs: usize,
     /// Concurrency levels of the message benchmark.
     levels: Vec<usize>,
-    /// `Sql` paths to measure (`defaults`, `baseline`, `default`, `hosted`); all when empty.
+    /// `Sql` paths to measure (`defaults`, `baseline`, `default`, `hosted`, `control`); all
+    /// when empty. Each is compared with the baseline, so name it too unless one path runs
+    /// alone.
     /// One path alone is for profiling (`perf record` on this process), not for ratios.
     sql_paths: Vec<String>,
 }
@@ -481,6 +485,7 @@ fn console(args: &Args, rows: &mut Vec<Row>) {
 // Message path
 
 /// Calls per second and latency percentiles of one load run.
+#[derive(Clone)]
 struct Load {
     /// Successful calls per second.
     rate: f64,
@@ -526,7 +531,17 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
-    caller_between(call, Instant::now(), deadline).await
+    let mut lat = Vec::with_capacity(1 << 14);
+    let mut errors = 0;
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        if call().await {
+            lat.push(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+        } else {
+            errors += 1;
+        }
+    }
+    (lat, errors)
 }
 
 fn summarize(parts: Vec<(Vec<u32>, usize)>, elapsed: Duration) -> Load {
@@ -570,24 +585,6 @@ fn round_ratios(a: &[Load], b: &[Load]) -> Vec<f64> {
     let mut r: Vec<f64> = a.iter().zip(b).map(|(a, b)| a.rate / b.rate).collect();
     r.sort_by(f64::total_cmp);
     r
-}
-
-/// The CPU each call costs this process on path `a` beyond path `b`, per round: "median µs
-/// (lowest–highest round)". Less sensitive to the machine's other load than the throughput
-/// ratio, and it says where a shortfall comes from: work per call, or waiting.
-fn cpu_gap_text(a: &[Load], b: &[Load]) -> String {
-    let mut gaps: Vec<f64> = a
-        .iter()
-        .zip(b)
-        .map(|(a, b)| (a.cpu.as_secs_f64() - b.cpu.as_secs_f64()) * 1e6)
-        .collect();
-    gaps.sort_by(f64::total_cmp);
-    format!(
-        "{:+.1} µs ({:+.1}–{:+.1})",
-        gaps[gaps.len() / 2],
-        gaps[0],
-        gaps[gaps.len() - 1]
-    )
 }
 
 /// "median % (lowest–highest round)", so that the table shows how noisy the rounds were.
@@ -702,137 +699,6 @@ fn load_row(rows: &mut Vec<Row>, what: String, l: &Load) {
     );
 }
 
-/// How the direct pool of a `SELECT 1` load is set up.
-#[derive(Clone, Copy)]
-enum DirectPool {
-    /// sqlx's defaults: a liveness ping before every acquire.
-    Defaults,
-    /// `test_before_acquire(false)`: no ping at all, the fastest a pool goes (the baseline).
-    Tuned,
-}
-
-/// `SELECT 1` through a pool of its own, used directly; the pool is created inside the
-/// current runtime, so its sockets belong there.
-fn direct_sql(
-    url: &str,
-    setup: DirectPool,
-) -> (
-    sqlx::PgPool,
-    impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Clone + Send + 'static,
-) {
-    let options = match setup {
-        DirectPool::Defaults => sqlx::postgres::PgPoolOptions::new(),
-        DirectPool::Tuned => sqlx::postgres::PgPoolOptions::new().test_before_acquire(false),
-    };
-    let pool = options
-        .max_connections(POOL)
-        .connect_lazy(url)
-        .expect("pool");
-    let call_pool = pool.clone();
-    let call = move || {
-        let pool = call_pool.clone();
-        Box::pin(async move { sqlx::query("SELECT 1").fetch_all(&pool).await.is_ok() })
-            as std::pin::Pin<Box<dyn Future<Output = bool> + Send>>
-    };
-    (pool, call)
-}
-
-/// Load at full concurrency before each `Sql` round is measured, so that a round measures its
-/// path in steady state rather than the switch from the path before it (whose pool's server
-/// processes were idle and whose caches went cold meanwhile).
-const SQL_WARMUP: Duration = Duration::from_millis(500);
-
-/// Runs `concurrency` callers of `call` as tasks of the current (caller's) runtime: a few
-/// calls, then [`SQL_WARMUP`] of full load, then `seconds` measured.
-async fn callers_here<F, Fut>(concurrency: usize, seconds: u64, call: F) -> Load
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = bool> + Send,
-{
-    for _ in 0..concurrency.min(POOL as usize) {
-        call().await;
-    }
-    let from = Instant::now() + SQL_WARMUP;
-    let deadline = from + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let call = call.clone();
-            tokio::spawn(async move { caller_between(call, from, deadline).await })
-        })
-        .collect();
-    tokio::time::sleep_until(from.into()).await;
-    let cpu_before = process_cpu();
-    let mut parts = Vec::new();
-    for t in tasks {
-        parts.push(t.await.expect("caller"));
-    }
-    let mut load = summarize(parts, from.elapsed());
-    let calls = (load.rate * from.elapsed().as_secs_f64()).max(1.0);
-    load.cpu = (process_cpu().saturating_sub(cpu_before)).div_f64(calls);
-    load
-}
-
-/// [`caller`], counting only the calls that start at `from` or later.
-async fn caller_between<F, Fut>(call: F, from: Instant, deadline: Instant) -> (Vec<u32>, usize)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let mut lat = Vec::with_capacity(1 << 14);
-    let mut errors = 0;
-    loop {
-        let t = Instant::now();
-        if t >= deadline {
-            break;
-        }
-        let ok = call().await;
-        if t < from {
-            continue;
-        }
-        if ok {
-            lat.push(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
-        } else {
-            errors += 1;
-        }
-    }
-    (lat, errors)
-}
-
-/// The paths of the `Sql` load, each measured from the same 2-worker caller runtime.
-#[derive(Clone, Copy)]
-enum SqlPath {
-    Direct(DirectPool),
-    /// Through a handle of the warden at this index (0: default mode, 1: hosted).
-    Warden(usize),
-}
-
-/// One round of `Sql` load on `rt` through `path`.
-fn sql_round(
-    rt: &tokio::runtime::Runtime,
-    url: &str,
-    wardens: &[PostgresHandle; 2],
-    path: SqlPath,
-    n: usize,
-    secs: u64,
-) -> Load {
-    match path {
-        SqlPath::Direct(setup) => rt.block_on(async {
-            let (pool, call) = direct_sql(url, setup);
-            let load = callers_here(n, secs, call).await;
-            // Its connections go before the next path's: the server allows 60.
-            pool.close().await;
-            load
-        }),
-        SqlPath::Warden(i) => {
-            let postgres = wardens[i].clone();
-            rt.block_on(callers_here(n, secs, move || {
-                let call = postgres.send(Sql::new("SELECT 1"));
-                async move { call.await.is_ok() }
-            }))
-        }
-    }
-}
-
 /// Prints the first error of each path, so that a failed run says why.
 fn first_error(path: &str, error: &dyn std::fmt::Debug) {
     static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -856,127 +722,8 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
     let graph_uri = format!("bolt://127.0.0.1:{}", support::free_port());
     let sql = args.wants("messages") || args.wants("sql");
     let cypher = args.wants("messages") || args.wants("cypher");
-    for &n in args.levels.iter().filter(|_| sql) {
-        // One caller runtime per level, shaped like a small application's: every path's
-        // callers run on it, and the hosted warden's pool lives on it.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let system = actix::System::new();
-        let (default, hosted) = system.block_on(async {
-            let default = Warden::start(bench_settings(&pg, &graph_uri)).expect("settings");
-            let hosted = Warden::builder(bench_settings(&pg, &graph_uri))
-                .call_runtime(rt.handle().clone())
-                .start()
-                .expect("settings");
-            wait_connected(&default, Database::Postgres).await;
-            wait_connected(&hosted, Database::Postgres).await;
-            (default, hosted)
-        });
-        let handles = [default.postgres_handle(), hosted.postgres_handle()];
-        let paths = [
-            SqlPath::Direct(DirectPool::Defaults),
-            SqlPath::Direct(DirectPool::Tuned),
-            SqlPath::Warden(0),
-            SqlPath::Warden(1),
-        ];
-        let names = ["defaults", "baseline", "default", "hosted"];
-        let wanted =
-            |i: usize| args.sql_paths.is_empty() || args.sql_paths.iter().any(|p| p == names[i]);
-        let mut loads: [Vec<Load>; 4] = Default::default();
-        for round in 0..rounds {
-            // A different path goes first each round, so that no path always follows the
-            // same neighbour.
-            for k in 0..paths.len() {
-                let i = (round + k) % paths.len();
-                if wanted(i) {
-                    loads[i].push(sql_round(&rt, &pg.url(), &handles, paths[i], n, secs));
-                }
-            }
-        }
-        if !args.sql_paths.is_empty() {
-            for (i, l) in loads.iter().enumerate().filter(|(i, _)| wanted(*i)) {
-                load_row(
-                    rows,
-                    format!("Sql ×{n}: {} alone", names[i]),
-                    &median_load(l),
-                );
-            }
-            if wanted(1) && wanted(3) {
-                row(
-                    rows,
-                    format!("Sql ×{n}: hosted ÷ baseline (median of {rounds} rounds)"),
-                    ratio_text(&loads[3], &loads[1]),
-                    "≥ 95 %",
-                    Some(median_ratio(&loads[3], &loads[1]) >= 0.95),
-                );
-                row(
-                    rows,
-                    format!("Sql ×{n}: hosted − baseline, CPU per call"),
-                    cpu_gap_text(&loads[3], &loads[1]),
-                    "",
-                    None,
-                );
-            }
-            continue;
-        }
-        system.block_on(async {
-            default.shutdown(Duration::from_secs(5)).await;
-            hosted.shutdown(Duration::from_secs(5)).await;
-        });
-        drop(rt);
-        let [defaults, tuned, own, app] = &loads;
-        load_row(
-            rows,
-            format!("Sql ×{n}: direct, sqlx defaults (reference), calls/s, p50 / p99"),
-            &median_load(defaults),
-        );
-        load_row(
-            rows,
-            format!("Sql ×{n}: direct, no test_before_acquire (baseline)"),
-            &median_load(tuned),
-        );
-        load_row(
-            rows,
-            format!("Sql ×{n}: warden, default (own I/O threads)"),
-            &median_load(own),
-        );
-        load_row(
-            rows,
-            format!("Sql ×{n}: warden, hosted on the caller's runtime"),
-            &median_load(app),
-        );
-        let hosted_ratio = median_ratio(app, tuned);
-        row(
-            rows,
-            format!("Sql ×{n}: hosted ÷ baseline (median of {rounds} rounds)"),
-            ratio_text(app, tuned),
-            "≥ 95 %",
-            Some(hosted_ratio >= 0.95),
-        );
-        row(
-            rows,
-            format!("Sql ×{n}: hosted − baseline, CPU per call"),
-            cpu_gap_text(app, tuned),
-            "",
-            None,
-        );
-        row(
-            rows,
-            format!("Sql ×{n}: default ÷ baseline"),
-            ratio_text(own, tuned),
-            "",
-            None,
-        );
-        row(
-            rows,
-            format!("Sql ×{n}: default ÷ sqlx defaults (reference)"),
-            ratio_text(own, defaults),
-            "",
-            None,
-        );
+    if sql {
+        sql::sql(args, rows, &pg, &graph_uri);
     }
     for &n in args.levels.iter().filter(|_| cypher) {
         // A round in which the graph server crashed (errors on either path) measures the crash,

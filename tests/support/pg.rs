@@ -143,7 +143,7 @@ impl PgServer {
         c.arg("-l").arg(self.dir.path().join("server.log"));
         c.arg("-o").arg(format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
-             -c full_page_writes=off -c max_connections=60 \
+             -c full_page_writes=off -c max_connections=100 \
              -c shared_buffers=16MB -c synchronous_commit={}",
             self.port,
             self.dir.path().display(),
