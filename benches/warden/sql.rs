@@ -167,12 +167,25 @@ fn run_phases(
         .collect()
 }
 
-/// The phases of one round of `count` phases: pairs of the baseline and each other wanted
-/// path in turn, the baseline first in one pair and second in the next.
+/// `count` phases in pairs of the baseline and one other path, the baseline first in one pair
+/// and second in the next. The target's comparison (hosted) gets every other two pairs, the
+/// other paths share the rest in turn, so that the figure the target is checked on has half
+/// the pairs.
 fn plan(others: &[usize], count: usize) -> Vec<usize> {
+    let hosted = others.iter().position(|&p| NAMES[p] == "hosted");
+    let rest: Vec<usize> = others
+        .iter()
+        .copied()
+        .filter(|&p| NAMES[p] != "hosted")
+        .collect();
     (0..count / 2)
         .flat_map(|pair| {
-            let other = others[(pair / 2) % others.len()];
+            let block = pair / 2;
+            let other = match hosted {
+                Some(h) if rest.is_empty() || block % 2 == 0 => others[h],
+                Some(_) => rest[(block / 2) % rest.len()],
+                None => rest[block % rest.len()],
+            };
             if pair % 2 == 0 {
                 [BASELINE, other]
             } else {
