@@ -50,10 +50,10 @@ mod catalog;
 mod catalog_api;
 #[path = "warden/metrics.rs"]
 mod metrics;
-#[path = "warden/sql.rs"]
-mod sql;
 #[path = "sections/projection.rs"]
 mod projection;
+#[path = "warden/sql.rs"]
+mod sql;
 
 use std::{
     future::Future,
@@ -63,8 +63,7 @@ use std::{
 
 use support::{daemon::Daemon, graph::GraphServer, pg::PgServer, proxy::Proxy};
 use warden_actors::{
-    health::ComponentStatus, Cypher, Database, Sql, Warden, WardenError,
-    WardenSettings,
+    health::ComponentStatus, Cypher, Database, Sql, Warden, WardenError, WardenSettings,
 };
 
 /// Pool size of both paths in the message benchmark (warden's max_connections is one more:

@@ -27,7 +27,8 @@ use std::{
 };
 
 use super::{
-    bench_settings, load_row, median_load, process_cpu, row, support, wait_connected, Args, Load, Row, POOL,
+    bench_settings, load_row, median_load, process_cpu, row, support, wait_connected, Args, Load,
+    Row, POOL,
 };
 use support::pg::PgServer;
 use warden_actors::{Database, PostgresHandle, Sql, Warden};
@@ -99,7 +100,10 @@ async fn caller(calls: Arc<[CallFn; 5]>, schedule: Arc<Schedule>) -> (Vec<(u64, 
             continue;
         }
         if ok {
-            done.push((phase, t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32));
+            done.push((
+                phase,
+                t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32,
+            ));
         } else {
             failed.push(phase);
         }
@@ -232,7 +236,11 @@ pub(crate) fn sql(args: &Args, rows: &mut Vec<Row>, pg: &PgServer, graph_uri: &s
         count,
         PHASE.as_millis(),
         SETTLE.as_millis(),
-        wanted.iter().map(|&i| NAMES[i]).collect::<Vec<_>>().join(", ")
+        wanted
+            .iter()
+            .map(|&i| NAMES[i])
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for &n in &args.levels {
         // One caller runtime per level, shaped like a small application's: every path's
@@ -283,7 +291,10 @@ pub(crate) fn sql(args: &Args, rows: &mut Vec<Row>, pg: &PgServer, graph_uri: &s
                 .collect();
             load_row(
                 rows,
-                format!("Sql ×{n}: {}, calls/s, p50 / p99 (median of phases)", NAMES[p]),
+                format!(
+                    "Sql ×{n}: {}, calls/s, p50 / p99 (median of phases)",
+                    NAMES[p]
+                ),
                 &median_load(&mine),
             );
         }
