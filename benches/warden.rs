@@ -713,9 +713,6 @@ fn first_error(path: &str, error: &dyn std::fmt::Debug) {
 fn messages(args: &Args, rows: &mut Vec<Row>) {
     let secs = args.message_seconds;
     let rounds = args.message_rounds;
-    eprintln!(
-        "messages: {rounds} alternating rounds of {secs} s per level, pools of {POOL} (Sql) and {GRAPH_POOL} (Cypher)"
-    );
     let pg = PgServer::start();
     // The Sql runs do not need a graph server; its actor just backs off.
     let graph_uri = format!("bolt://127.0.0.1:{}", support::free_port());
@@ -723,6 +720,11 @@ fn messages(args: &Args, rows: &mut Vec<Row>) {
     let cypher = args.wants("messages") || args.wants("cypher");
     if sql {
         sql::sql(args, rows, &pg, &graph_uri);
+    }
+    if cypher {
+        eprintln!(
+            "cypher: {rounds} alternating rounds of {secs} s per level, pools of {GRAPH_POOL}"
+        );
     }
     for &n in args.levels.iter().filter(|_| cypher) {
         // A round in which the graph server crashed (errors on either path) measures the crash,

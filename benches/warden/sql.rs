@@ -199,23 +199,10 @@ fn plan(others: &[usize], count: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Median and quartiles of `x` as "median % (q1–q3)".
-fn spread_text(mut x: Vec<f64>, percent: bool) -> (f64, String) {
+/// The median and quartiles of `x`: `[q1, median, q3]`.
+fn quartiles(mut x: Vec<f64>) -> [f64; 3] {
     x.sort_by(f64::total_cmp);
-    let q = |p: f64| x[((x.len() - 1) as f64 * p).round() as usize];
-    let (m, lo, hi) = (q(0.5), q(0.25), q(0.75));
-    let text = if percent {
-        format!(
-            "{:.1} % ({:.0}–{:.0}, {} pairs)",
-            m * 100.0,
-            lo * 100.0,
-            hi * 100.0,
-            x.len()
-        )
-    } else {
-        format!("{m:+.1} µs ({lo:+.1}–{hi:+.1})")
-    };
-    (m, text)
+    [0.25, 0.5, 0.75].map(|p| x[((x.len() - 1) as f64 * p).round() as usize])
 }
 
 pub(crate) fn sql(args: &Args, rows: &mut Vec<Row>, pg: &PgServer, graph_uri: &str) {
@@ -232,7 +219,8 @@ pub(crate) fn sql(args: &Args, rows: &mut Vec<Row>, pg: &PgServer, graph_uri: &s
     let total = Duration::from_secs(args.message_seconds * args.message_rounds as u64);
     let count = ((total.as_millis() / PHASE.as_millis()) as usize).max(2) & !1;
     eprintln!(
-        "sql: {} phases of {} ms per level (first {} ms of each not counted), paths {}",
+        "sql: {} phases of {} ms per level (first {} ms of each not counted), pools of {POOL}, \
+         paths {}",
         count,
         PHASE.as_millis(),
         SETTLE.as_millis(),
@@ -311,7 +299,14 @@ pub(crate) fn sql(args: &Args, rows: &mut Vec<Row>, pg: &PgServer, graph_uri: &s
                     gaps.push((o.cpu.as_secs_f64() - b.cpu.as_secs_f64()) * 1e6);
                 }
             }
-            let (ratio, text) = spread_text(ratios, true);
+            let pairs = ratios.len();
+            let [lo, ratio, hi] = quartiles(ratios);
+            let text = format!(
+                "{:.1} % ({:.0}–{:.0}, {pairs} pairs)",
+                ratio * 100.0,
+                lo * 100.0,
+                hi * 100.0
+            );
             let hosted = NAMES[p] == "hosted";
             let name = match NAMES[p] {
                 "control" => "control: baseline",
@@ -327,7 +322,10 @@ pub(crate) fn sql(args: &Args, rows: &mut Vec<Row>, pg: &PgServer, graph_uri: &s
             row(
                 rows,
                 format!("Sql ×{n}: {name} − baseline, CPU per call"),
-                spread_text(gaps, false).1,
+                {
+                    let [lo, gap, hi] = quartiles(gaps);
+                    format!("{gap:+.1} µs ({lo:+.1}–{hi:+.1})")
+                },
                 "",
                 None,
             );
