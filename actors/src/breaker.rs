@@ -81,6 +81,12 @@ impl CircuitBoard {
         **self.slot(database).circuit.load()
     }
 
+    /// Whether `database`'s circuit lets a call through at `now` (see [`Circuit::check`]),
+    /// read in place rather than copied out as [`CircuitBoard::get`] does.
+    pub(crate) fn check(&self, database: Database, now: Instant) -> Result<(), Duration> {
+        self.slot(database).circuit.load().check(now)
+    }
+
     /// The recent call outcomes of `database`.
     pub fn window(&self, database: Database) -> Window {
         Window::from_bits(self.slot(database).window.load(Ordering::Acquire))

@@ -159,9 +159,7 @@ impl<D: Driver> ConnectionActor<D> {
     /// Moves to `phase`, publishing what callers and health see of it.
     fn enter(&mut self, phase: Phase<D::Client, D::Probe>) {
         let state = phase.conn_state();
-        self.link
-            .state
-            .store(Arc::new(phase.link_state(self.generation)));
+        self.link.publish(phase.link_state(self.generation));
         self.phase = phase;
         let changed = self.report.state != state;
         self.report.state = state;

@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, OnceLock,
     },
     time::{Duration, Instant},
@@ -12,9 +12,8 @@ use std::{
 
 use actix::{prelude::*, WeakRecipient};
 use arc_swap::ArcSwap;
-use tokio::sync::Notify;
 
-use super::{driver::Timings, slots::Slots};
+use super::{driver::Timings, in_flight::InFlightCount, slots::Slots};
 use crate::{
     breaker::{BreakerActor, CircuitBoard, Trip},
     error::{Database, WardenError},
@@ -35,9 +34,17 @@ pub(super) enum LinkState<C> {
 }
 
 /// Everything a call needs, shared between the actor and the futures it hands out.
+///
+/// Aligned to its own cache lines, like `PgShared`: every call clones and drops the `Arc` it
+/// lives in, and the reference counts must not share a line with the state every admission
+/// reads.
+#[repr(align(128))]
 pub(crate) struct Link<C> {
     pub(super) database: Database,
     pub(super) state: ArcSwap<LinkState<C>>,
+    /// Set with the state `Stopped` by [`Link::stop`], never cleared: what an admission reads
+    /// after counting itself in, instead of loading the state a second time.
+    stopped: AtomicBool,
     pub(super) board: Arc<CircuitBoard>,
     pub(super) breaker: Addr<BreakerActor>,
     /// The retry policy and the call deadline in force, read at each call's admission.
@@ -49,8 +56,7 @@ pub(crate) struct Link<C> {
     /// is the acquire phase: bounded by the call's deadline, reported as `Timeout { phase:
     /// Acquire }`, which a busy pool earns without counting against the database's circuit.
     pub(super) slots: Arc<Slots>,
-    pub(super) in_flight: AtomicUsize,
-    pub(super) idle: Notify,
+    in_flight: InFlightCount,
     /// Where each call's outcome and duration are counted (atomic adds, no lock).
     pub(super) metrics: DatabaseMetrics,
 }
@@ -93,14 +99,12 @@ impl<C: Clone + 'static> Admitted<C> {
 }
 
 /// Counts a call in flight for the shutdown drain, until dropped (also when the call's future
-/// is dropped before it ever ran).
-pub(super) struct InFlight<C>(pub(super) Arc<Link<C>>);
+/// is dropped before it ever ran); the number is the stripe it was counted on.
+pub(super) struct InFlight<C>(pub(super) Arc<Link<C>>, usize);
 
 impl<C> Drop for InFlight<C> {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
+        self.0.in_flight.leave(self.1);
     }
 }
 
@@ -118,13 +122,13 @@ impl<C: Clone + 'static> Link<C> {
             state: ArcSwap::from_pointee(LinkState::Connecting {
                 until: Instant::now(),
             }),
+            stopped: AtomicBool::new(false),
             board,
             breaker,
             tunables,
             owner: OnceLock::new(),
             slots: Arc::new(Slots::new(timings.call_slots)),
-            in_flight: AtomicUsize::new(0),
-            idle: Notify::new(),
+            in_flight: InFlightCount::default(),
             metrics,
         }
     }
@@ -133,18 +137,17 @@ impl<C: Clone + 'static> Link<C> {
     /// attempt's, so the common path checks the circuit and the link once.
     ///
     /// A handle admits calls on its caller's thread, while the actor may be shutting down on
-    /// the arbiter. So an admitted call is counted, then the state is read again, and
-    /// [`Shutdown`] stores `Stopped` before it reads the count, each with a full fence in
-    /// between: either this admission sees `Stopped`, or the drain sees the call and waits for
+    /// the arbiter. So an admitted call is counted, then reads whether the link has stopped,
+    /// and [`Shutdown`] stops it before it reads the count, each with a full fence in between:
+    /// either this admission sees the link stopped, or the drain sees the call and waits for
     /// it. Refusals are never counted.
     pub(crate) fn admit_call(self: &Arc<Self>) -> Result<Admitted<C>, WardenError> {
         // One clock read for the circuit's check and the deadline.
         let now = Instant::now();
         let (client, generation) = self.admit(now).inspect_err(|e| self.refused(e))?;
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let in_flight = InFlight(Arc::clone(self));
+        let in_flight = InFlight(Arc::clone(self), self.in_flight.enter());
         std::sync::atomic::fence(Ordering::SeqCst);
-        if matches!(**self.state.load(), LinkState::Stopped) {
+        if self.stopped.load(Ordering::Relaxed) {
             // The guard drops: the call is uncounted again.
             let stopped = WardenError::Stopped {
                 database: self.database,
@@ -198,7 +201,7 @@ impl<C: Clone + 'static> Link<C> {
                 })
             }
         };
-        if let Err(retry_after) = self.board.get(self.database).check(now) {
+        if let Err(retry_after) = self.board.check(self.database, now) {
             return Err(WardenError::CircuitOpen {
                 database: self.database,
                 retry_after,
@@ -221,20 +224,20 @@ impl<C: Clone + 'static> Link<C> {
 
     /// Calls in flight right now.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.in_flight.get()
     }
 
+    /// Waits until no call is in flight, for at most `timeout`; whether none is.
     pub(super) async fn drained(&self, timeout: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.idle.notified();
-                if self.in_flight() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
+        self.in_flight.drained(timeout).await
+    }
+
+    /// Publishes `state`; `Stopped` is for good, and admissions see it through `stopped`.
+    pub(super) fn publish(&self, state: LinkState<C>) {
+        if matches!(state, LinkState::Stopped) {
+            self.stopped.store(true, Ordering::Relaxed);
+        }
+        self.state.store(Arc::new(state));
     }
 }
 

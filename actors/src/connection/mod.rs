@@ -36,6 +36,7 @@
 //!   both drivers keep their shared pool in.
 //! - `link.rs`: the lock-free link between callers and the actor: admission, the drain at
 //!   shutdown, and the report of each call's outcome to the circuit board.
+//! - `in_flight.rs`: the count of calls in flight the drain waits on, in per-thread stripes.
 //! - `slots.rs`: the pool's call slots, and the deadlines of the calls in them, kept by one
 //!   watcher task instead of a timer per call.
 //! - `retry.rs`: which failures may run again (how far an attempt got), and the attempts of a
@@ -47,6 +48,7 @@ mod actor;
 mod driver;
 #[cfg(test)]
 pub(crate) mod fake;
+mod in_flight;
 mod link;
 mod reply;
 mod retry;

@@ -20,7 +20,7 @@
 
 mod histogram;
 mod scrape;
-mod striped;
+pub(crate) mod striped;
 
 use std::{
     sync::{
