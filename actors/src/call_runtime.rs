@@ -22,6 +22,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -34,8 +35,15 @@ use crate::{
 };
 
 /// Where a database's calls run and its pooled sockets live.
+///
+/// Shared behind an `Arc` of warden's own: each call keeps one while it runs, and cloning
+/// tokio's `Handle` instead would write, on every call, the reference count tokio keeps on the
+/// cache line of its scheduler's shared state, which every worker reads.
 #[derive(Clone, Debug)]
-pub struct CallRuntime {
+pub struct CallRuntime(Arc<Place>);
+
+#[derive(Debug)]
+struct Place {
     handle: Handle,
     /// The application's runtime (`true`), or warden's own I/O threads.
     hosted: bool,
@@ -44,10 +52,10 @@ pub struct CallRuntime {
 impl CallRuntime {
     /// Warden's own I/O threads.
     pub(crate) fn own(handle: Handle) -> Self {
-        Self {
+        Self(Arc::new(Place {
             handle,
             hosted: false,
-        }
+        }))
     }
 
     /// An application's runtime. Refuses a current-thread runtime: it runs tasks only while
@@ -63,25 +71,25 @@ impl CallRuntime {
                     .into(),
             });
         }
-        Ok(Self {
+        Ok(Self(Arc::new(Place {
             handle,
             hosted: true,
-        })
+        })))
     }
 
     /// The runtime's handle: where to spawn, and the context to create a pool in.
     pub(crate) fn handle(&self) -> &Handle {
-        &self.handle
+        &self.0.handle
     }
 
     /// Whether this is an application's runtime rather than warden's own threads.
     pub fn is_hosted(&self) -> bool {
-        self.hosted
+        self.0.hosted
     }
 
     /// The error of a call that cannot run because this runtime has shut down.
     pub(crate) fn gone(&self, database: Database) -> WardenError {
-        if self.hosted {
+        if self.0.hosted {
             WardenError::CallRuntimeGone { database }
         } else {
             // Warden's own threads end only when the actor is dropped.
@@ -91,7 +99,7 @@ impl CallRuntime {
 
     /// Whether the current thread is one of this runtime's (or blocks on it).
     fn is_current(&self) -> bool {
-        Handle::try_current().is_ok_and(|current| current.id() == self.handle.id())
+        Handle::try_current().is_ok_and(|current| current.id() == self.0.handle.id())
     }
 
     /// Runs an admitted call for a caller: on warden's own threads it starts now; on a hosting
@@ -102,10 +110,10 @@ impl CallRuntime {
         call: BoxFuture<'static, Result<T, WardenError>>,
         database: Database,
     ) -> Run<T> {
-        let state = if self.hosted {
+        let state = if self.0.hosted {
             State::Unstarted(call)
         } else {
-            State::Spawned(self.handle.spawn(call))
+            State::Spawned(self.0.handle.spawn(call))
         };
         Run {
             runtime: self,
@@ -125,7 +133,7 @@ impl CallRuntime {
         let mut guard = AnswerGuard {
             answer: Some((Box::new(answer) as Answer<T>, lost)),
         };
-        self.handle.spawn(async move {
+        self.0.handle.spawn(async move {
             let value = call.await;
             if let Some((answer, _)) = guard.answer.take() {
                 answer(value);
@@ -185,7 +193,7 @@ impl<T: Send + 'static> Future for Run<T> {
             this.state = if this.runtime.is_current() {
                 State::Inline(call)
             } else {
-                State::Spawned(this.runtime.handle.spawn(call))
+                State::Spawned(this.runtime.handle().spawn(call))
             };
         }
         match &mut this.state {
@@ -228,7 +236,7 @@ impl<T: Send + 'static> Drop for Run<T> {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Unstarted(call) | State::Inline(call) => {
-                drop(self.runtime.handle.spawn(call));
+                drop(self.runtime.handle().spawn(call));
             }
             State::Spawned(_) | State::Done => {}
         }

@@ -51,6 +51,12 @@ fn boxed_in_place<T>(make: impl FnOnce() -> T) -> Box<T> {
 }
 
 /// What a [`PgClient`] points to.
+///
+/// Aligned to its own cache lines: every call clones and drops a [`PgClient`], and with the
+/// reference counts on the line that holds `pool` and `trust`, each of those writes (from
+/// whichever worker runs the call) made the next call on another worker miss on the fields it
+/// reads.
+#[repr(align(128))]
 pub struct PgShared {
     pub(super) pool: PgPool,
     pub(super) io: CallRuntime,
