@@ -64,53 +64,43 @@ pub(super) fn row_to_json(row: &PgRow) -> Result<Map<String, Value>, WardenError
 }
 
 /// Decodes without sqlx's type check (a clone of the column's type and a comparison per
-/// value): the match on the column's type name has already chosen the Rust type that decodes
-/// it, and this runs for every value of every row.
+/// value), from the one raw value fetched for the NULL check: the match on the column's type
+/// name has already chosen the Rust type that decodes it, and this runs for every value of
+/// every row.
 fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
-    if row.try_get_raw(i)?.is_null() {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
         return Ok(Value::Null);
     }
     Ok(match row.columns()[i].type_info().name() {
-        "BOOL" => Value::Bool(row.try_get_unchecked(i)?),
-        "INT2" => Value::from(row.try_get_unchecked::<i16, _>(i)?),
-        "INT4" => Value::from(row.try_get_unchecked::<i32, _>(i)?),
-        "INT8" => Value::from(row.try_get_unchecked::<i64, _>(i)?),
-        "OID" => Value::from(row.try_get_unchecked::<sqlx::postgres::types::Oid, _>(i)?.0),
-        "FLOAT4" => float(row.try_get_unchecked::<f32, _>(i)?.into()),
-        "FLOAT8" => float(row.try_get_unchecked::<f64, _>(i)?),
+        "BOOL" => Value::Bool(decode(raw, i)?),
+        "INT2" => Value::from(decode::<i16>(raw, i)?),
+        "INT4" => Value::from(decode::<i32>(raw, i)?),
+        "INT8" => Value::from(decode::<i64>(raw, i)?),
+        "OID" => Value::from(decode::<sqlx::postgres::types::Oid>(raw, i)?.0),
+        "FLOAT4" => float(decode::<f32>(raw, i)?.into()),
+        "FLOAT8" => float(decode::<f64>(raw, i)?),
         "NUMERIC" => Value::String(numeric_text(row, i)?),
         "VOID" => Value::Null,
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => {
-            Value::String(row.try_get_unchecked(i)?)
+            Value::String(decode(raw, i)?)
         }
-        "UUID" => Value::String(
-            row.try_get_unchecked::<sqlx::types::Uuid, _>(i)?
-                .to_string(),
-        ),
+        "UUID" => Value::String(decode::<sqlx::types::Uuid>(raw, i)?.to_string()),
         "TIMESTAMPTZ" => Value::String(
-            row.try_get_unchecked::<chrono::DateTime<chrono::Utc>, _>(i)?
+            decode::<chrono::DateTime<chrono::Utc>>(raw, i)?
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         ),
-        "TIMESTAMP" => Value::String(
-            row.try_get_unchecked::<chrono::NaiveDateTime, _>(i)?
-                .to_string(),
-        ),
-        "DATE" => Value::String(
-            row.try_get_unchecked::<chrono::NaiveDate, _>(i)?
-                .to_string(),
-        ),
-        "TIME" => Value::String(
-            row.try_get_unchecked::<chrono::NaiveTime, _>(i)?
-                .to_string(),
-        ),
-        "JSON" | "JSONB" => row.try_get_unchecked::<sqlx::types::Json<Value>, _>(i)?.0,
-        "TEXT[]" | "VARCHAR[]" => Value::from(row.try_get_unchecked::<Vec<String>, _>(i)?),
-        "INT4[]" => Value::from(row.try_get_unchecked::<Vec<i32>, _>(i)?),
-        "INT8[]" => Value::from(row.try_get_unchecked::<Vec<i64>, _>(i)?),
-        "BOOL[]" => Value::from(row.try_get_unchecked::<Vec<bool>, _>(i)?),
-        "FLOAT8[]" => Value::from(row.try_get_unchecked::<Vec<f64>, _>(i)?),
+        "TIMESTAMP" => Value::String(decode::<chrono::NaiveDateTime>(raw, i)?.to_string()),
+        "DATE" => Value::String(decode::<chrono::NaiveDate>(raw, i)?.to_string()),
+        "TIME" => Value::String(decode::<chrono::NaiveTime>(raw, i)?.to_string()),
+        "JSON" | "JSONB" => decode::<sqlx::types::Json<Value>>(raw, i)?.0,
+        "TEXT[]" | "VARCHAR[]" => Value::from(decode::<Vec<String>>(raw, i)?),
+        "INT4[]" => Value::from(decode::<Vec<i32>>(raw, i)?),
+        "INT8[]" => Value::from(decode::<Vec<i64>>(raw, i)?),
+        "BOOL[]" => Value::from(decode::<Vec<bool>>(raw, i)?),
+        "FLOAT8[]" => Value::from(decode::<Vec<f64>>(raw, i)?),
         "UUID[]" => Value::from(
-            row.try_get_unchecked::<Vec<sqlx::types::Uuid>, _>(i)?
+            decode::<Vec<sqlx::types::Uuid>>(raw, i)?
                 .iter()
                 .map(|u| u.to_string())
                 .collect::<Vec<_>>(),
@@ -120,6 +110,18 @@ fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
                 format!("no JSON mapping for type {other}; cast it in SQL (e.g. ::text)").into(),
             ))
         }
+    })
+}
+
+/// One value decoded from its raw bytes, as `try_get_unchecked` would, without fetching the
+/// raw value (and cloning its type) a second time.
+fn decode<'r, T: sqlx::Decode<'r, Postgres>>(
+    raw: sqlx::postgres::PgValueRef<'r>,
+    i: usize,
+) -> Result<T, sqlx::Error> {
+    T::decode(raw).map_err(|source| sqlx::Error::ColumnDecode {
+        index: format!("{i:?}"),
+        source,
     })
 }
 
