@@ -42,7 +42,7 @@ pub(super) enum LinkState<C> {
 pub(crate) struct Link<C> {
     pub(super) database: Database,
     pub(super) state: ArcSwap<LinkState<C>>,
-    /// Set with the state `Stopped` by [`Link::stop`], never cleared: what an admission reads
+    /// Set with the state `Stopped` by [`Link::publish`], never cleared: what an admission reads
     /// after counting itself in, instead of loading the state a second time.
     stopped: AtomicBool,
     pub(super) board: Arc<CircuitBoard>,
