@@ -19,12 +19,18 @@
 //! The watcher starts with the first call, on the runtime that call runs on (warden's I/O
 //! threads or the application's runtime, whichever hosts the pool), and starts again with the
 //! next call if that runtime has gone. It ends when the link is dropped.
+//!
+//! Taking a slot and giving it back is one atomic add on a count of free slots while there is
+//! one to take. Only callers that find none wait in a tokio `Semaphore` (first come, first
+//! served), which a release feeds only while someone waits: tokio's semaphore takes the lock
+//! of its wait queue on every release, and sqlx's pool, which every call goes through next,
+//! already takes its own.
 
 use std::{
     cell::Cell,
     future::Future,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering},
         Arc,
     },
     task::Poll,
@@ -33,7 +39,7 @@ use std::{
 
 use crossbeam_utils::CachePadded;
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Notify, Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore};
 
 /// A slot's deadline word: no call in it.
 const FREE: u64 = 0;
@@ -56,9 +62,14 @@ struct Slot {
 /// The pool's slots: how many calls may hold a pooled connection at once, and the deadline of
 /// each call holding one.
 pub(crate) struct Slots {
-    /// One permit per slot; waiting for one is fair (first come, first served). Every call
-    /// writes it: on a line of its own, away from the words below that every call reads.
-    permits: CachePadded<Semaphore>,
+    /// Slots free to take, minus the callers waiting for one (each of those owes one). Every
+    /// call writes it: on a line of its own, away from the words below that every call reads.
+    free: CachePadded<AtomicIsize>,
+    /// Where callers that found no free slot wait, first come, first served. Its permits are
+    /// slots a release handed over because the count above was negative (someone waited).
+    /// A waiter that gives up after its slot was handed over leaves the permit there (tokio
+    /// returns a permit assigned to an `Acquire` that is dropped): the next waiter takes it.
+    queue: Semaphore,
     slots: Box<[CachePadded<Slot>]>,
     base: Instant,
     /// When the watcher looks next, in nanoseconds after `base`; [`NEVER`] while it waits to
@@ -71,12 +82,10 @@ pub(crate) struct Slots {
     closed: AtomicBool,
 }
 
-/// A slot held by a call, with its permit; freed when dropped.
+/// A slot held by a call; freed when dropped.
 pub(crate) struct Held<'a> {
     slots: &'a Arc<Slots>,
     index: usize,
-    // Dropped after `Drop::drop` has freed the slot, so the next permit finds a free one.
-    _permit: SemaphorePermit<'a>,
 }
 
 thread_local! {
@@ -89,7 +98,8 @@ impl Slots {
     pub(crate) fn new(count: usize) -> Self {
         let count = count.max(1);
         Self {
-            permits: CachePadded::new(Semaphore::new(count)),
+            free: CachePadded::new(AtomicIsize::new(count as isize)),
+            queue: Semaphore::new(0),
             slots: (0..count).map(|_| CachePadded::default()).collect(),
             base: Instant::now(),
             next_look: AtomicU64::new(NEVER),
@@ -99,31 +109,58 @@ impl Slots {
         }
     }
 
-    /// A slot now, if one is free: no future, no timer (the common case).
+    /// A slot now, if one is free and nobody waits for one: no future, no timer, no lock (the
+    /// common case).
     pub(crate) fn try_hold(self: &Arc<Self>) -> Option<Held<'_>> {
-        let permit = self.permits.try_acquire().ok()?;
-        Some(self.claim(permit))
+        let mut free = self.free.load(Ordering::Relaxed);
+        while free > 0 {
+            match self.free.compare_exchange_weak(
+                free,
+                free - 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(self.claim()),
+                Err(now) => free = now,
+            }
+        }
+        None
     }
 
-    /// Waits for a slot (first come, first served).
+    /// Waits for a slot (first come, first served). Dropped while it waits (its deadline ran
+    /// out), it gives its place up, or passes on the slot it was just handed.
     pub(crate) async fn hold(self: &Arc<Self>) -> Held<'_> {
-        let permit = self
-            .permits
-            .acquire()
+        if self.free.fetch_sub(1, Ordering::Acquire) > 0 {
+            return self.claim();
+        }
+        // Owed a slot: a release hands it over through `queue`.
+        let owed = Owed(self);
+        let handed = self.queue.acquire();
+        handed
             .await
-            .expect("the slots' semaphore is never closed");
-        self.claim(permit)
+            .expect("the slots' queue is never closed")
+            .forget();
+        std::mem::forget(owed);
+        self.claim()
     }
 
-    /// Slots free right now.
+    /// Gives a slot back: to the count, or to the first waiter if someone waits.
+    fn release(&self) {
+        if self.free.fetch_add(1, Ordering::Release) < 0 {
+            self.queue.add_permits(1);
+        }
+    }
+
+    /// Slots free right now (in the count or handed over to no one yet).
     #[cfg(test)]
     pub(crate) fn available(&self) -> usize {
-        self.permits.available_permits()
+        self.free.load(Ordering::SeqCst).max(0) as usize + self.queue.available_permits()
     }
 
-    /// A free slot for the holder of `permit`: there is always one, since every holder of a
-    /// permit holds at most one slot and frees it before its permit.
-    fn claim<'a>(self: &'a Arc<Self>, permit: SemaphorePermit<'a>) -> Held<'a> {
+    /// A free slot for a caller the count (or a hand-over) let in: there is always one, since
+    /// at most as many callers are let in as there are slots, and each frees its slot before
+    /// it gives it back.
+    fn claim(self: &Arc<Self>) -> Held<'_> {
         let n = self.slots.len();
         let start = HINT.get() % n;
         loop {
@@ -139,7 +176,6 @@ impl Slots {
                     return Held {
                         slots: self,
                         index: i,
-                        _permit: permit,
                     };
                 }
             }
@@ -255,7 +291,38 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         let slot = &self.slots.slots[self.index];
         slot.deadline.store(FREE, Ordering::Release);
+        // Freed before it is given back, so the caller it goes to finds it free.
         slot.busy.store(false, Ordering::Release);
+        self.slots.release();
+    }
+}
+
+/// A waiter's claim on the next slot given back; dropped only if the waiter gives up.
+struct Owed<'a>(&'a Slots);
+
+impl Drop for Owed<'_> {
+    fn drop(&mut self) {
+        let slots = self.0;
+        let mut free = slots.free.load(Ordering::Relaxed);
+        while free < 0 {
+            // Not handed over yet: no longer owed.
+            match slots.free.compare_exchange_weak(
+                free,
+                free + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => free = now,
+            }
+        }
+        // Handed over already: the permit is in `queue` (the dropped `Acquire` gave it back),
+        // where the next waiter would take it. Taken back if it is there, it goes to the count,
+        // so that calls keep the lock-free path.
+        if let Ok(permit) = slots.queue.try_acquire() {
+            permit.forget();
+            slots.release();
+        }
     }
 }
 
@@ -430,6 +497,121 @@ mod tests {
             }
         });
         assert_eq!(slots.available(), 3);
+    }
+
+    /// Polls `fut` once, without a runtime: whether it is still waiting.
+    fn pending<F: Future + Unpin>(fut: &mut F) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::pin::Pin::new(fut).poll(&mut cx).is_pending()
+    }
+
+    #[test]
+    fn waiters_are_served_in_order_and_one_that_gives_up_loses_no_slot() {
+        let slots = Arc::new(Slots::new(1));
+
+        // Gives up before a slot was handed over: its place in line is withdrawn.
+        let held = slots.try_hold().unwrap();
+        let mut waiter = Box::pin(slots.hold());
+        assert!(pending(&mut waiter));
+        drop(waiter);
+        drop(held);
+        assert_eq!(slots.available(), 1);
+        assert!(slots.try_hold().is_some(), "the slot is back in the count");
+
+        // Gives up just after one was handed over to it: the slot goes back to the count, so
+        // the next call takes it without waiting.
+        let held = slots.try_hold().unwrap();
+        let mut waiter = Box::pin(slots.hold());
+        assert!(pending(&mut waiter));
+        drop(held);
+        drop(waiter);
+        assert_eq!(slots.available(), 1);
+        assert!(
+            slots.try_hold().is_some(),
+            "the handed-over slot is back in the count"
+        );
+
+        // First come, first served; no one jumps the line while someone waits.
+        let held = slots.try_hold().unwrap();
+        let mut first = Box::pin(slots.hold());
+        let mut second = Box::pin(slots.hold());
+        assert!(pending(&mut first) && pending(&mut second));
+        drop(held);
+        assert!(slots.try_hold().is_none(), "the slot is the first waiter's");
+        assert!(pending(&mut second));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(held) = first.as_mut().poll(&mut cx) else {
+            panic!("the first waiter has the slot")
+        };
+        drop(held);
+        let Poll::Ready(held) = second.as_mut().poll(&mut cx) else {
+            panic!("then the second")
+        };
+        drop(held);
+        assert_eq!(slots.available(), 1);
+        assert!(slots.try_hold().is_some());
+    }
+
+    #[test]
+    fn callers_that_give_up_at_random_never_let_more_in_than_there_are_slots() {
+        use rand::Rng;
+
+        const SLOTS: usize = 3;
+        let rt = runtime();
+        let slots = Arc::new(Slots::new(SLOTS));
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gave_up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let (slots, inside) = (slots.clone(), inside.clone());
+                    let (served, gave_up) = (served.clone(), gave_up.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..300 {
+                            let wait = Duration::from_micros(rand::rng().random_range(0..300));
+                            let held = match slots.try_hold() {
+                                Some(held) => held,
+                                None => match tokio::time::timeout(wait, slots.hold()).await {
+                                    Ok(held) => held,
+                                    Err(_) => {
+                                        gave_up.fetch_add(1, Ordering::Relaxed);
+                                        continue;
+                                    }
+                                },
+                            };
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(now <= SLOTS, "{now} callers in {SLOTS} slots");
+                            tokio::task::yield_now().await;
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            served.fetch_add(1, Ordering::Relaxed);
+                            drop(held);
+                        }
+                    })
+                })
+                .collect();
+            let all = async {
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            };
+            // A slot lost (or let in twice, which `claim` would spin on) hangs the callers.
+            tokio::time::timeout(Duration::from_secs(60), all)
+                .await
+                .expect("every caller finished");
+        });
+        let (served, gave_up) = (
+            served.load(Ordering::Relaxed),
+            gave_up.load(Ordering::Relaxed),
+        );
+        assert!(
+            served > 0 && gave_up > 0,
+            "served {served}, gave up {gave_up}"
+        );
+        // Every slot is back, and in the count (the lock-free path), not left in the queue.
+        assert_eq!(slots.available(), SLOTS);
+        let all: Vec<_> = (0..SLOTS).map(|_| slots.try_hold()).collect();
+        assert!(all.iter().all(Option::is_some), "{SLOTS} slots at once");
     }
 
     #[test]
