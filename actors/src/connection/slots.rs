@@ -509,27 +509,27 @@ mod tests {
     fn waiters_are_served_in_order_and_one_that_gives_up_loses_no_slot() {
         let slots = Arc::new(Slots::new(1));
 
-        // Gives up before a slot was handed over: its place in line is withdrawn.
-        let held = slots.try_hold().unwrap();
-        let mut waiter = Box::pin(slots.hold());
-        assert!(pending(&mut waiter));
-        drop(waiter);
-        drop(held);
-        assert_eq!(slots.available(), 1);
-        assert!(slots.try_hold().is_some(), "the slot is back in the count");
-
-        // Gives up just after one was handed over to it: the slot goes back to the count, so
-        // the next call takes it without waiting.
-        let held = slots.try_hold().unwrap();
-        let mut waiter = Box::pin(slots.hold());
-        assert!(pending(&mut waiter));
-        drop(held);
-        drop(waiter);
-        assert_eq!(slots.available(), 1);
-        assert!(
-            slots.try_hold().is_some(),
-            "the handed-over slot is back in the count"
-        );
+        // Gives up before a slot was handed over (its place in line is withdrawn), or just
+        // after one was (the slot goes back to the count): either way the next call takes the
+        // slot without waiting.
+        for handed_over in [false, true] {
+            let held = slots.try_hold().unwrap();
+            let mut waiter = Box::pin(slots.hold());
+            assert!(pending(&mut waiter));
+            if handed_over {
+                drop(held);
+                drop(waiter);
+            } else {
+                drop(waiter);
+                drop(held);
+            }
+            assert_eq!(slots.available(), 1, "handed over: {handed_over}");
+            let again = slots.try_hold();
+            assert!(
+                again.is_some(),
+                "back in the count (handed over: {handed_over})"
+            );
+        }
 
         // First come, first served; no one jumps the line while someone waits.
         let held = slots.try_hold().unwrap();
