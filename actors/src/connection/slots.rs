@@ -67,8 +67,9 @@ pub(crate) struct Slots {
     free: CachePadded<AtomicIsize>,
     /// Where callers that found no free slot wait, first come, first served. Its permits are
     /// slots a release handed over because the count above was negative (someone waited).
-    /// A waiter that gives up after its slot was handed over leaves the permit there (tokio
-    /// returns a permit assigned to an `Acquire` that is dropped): the next waiter takes it.
+    /// A waiter that gives up after its slot was handed over finds the permit back there
+    /// (tokio returns a permit assigned to an `Acquire` that is dropped) and gives it back to
+    /// the count (see `Owed`); a permit it cannot find yet, the next waiter takes.
     queue: Semaphore,
     slots: Box<[CachePadded<Slot>]>,
     base: Instant,
