@@ -37,8 +37,9 @@
 //! - `link.rs`: the lock-free link between callers and the actor: admission, the drain at
 //!   shutdown, and the report of each call's outcome to the circuit board.
 //! - `in_flight.rs`: the count of calls in flight the drain waits on, in per-thread stripes.
-//! - `slots.rs`: the pool's call slots, and the deadlines of the calls in them, kept by one
-//!   watcher task instead of a timer per call.
+//! - `slots/`: the pool's call slots, and the deadlines of the calls in them, kept by one
+//!   watcher task instead of a timer per call (`watcher.rs`); how many calls may be in them,
+//!   counted without a lock while one is free (`permits.rs`).
 //! - `retry.rs`: which failures may run again (how far an attempt got), and the attempts of a
 //!   call inside its deadline.
 //! - `reply.rs`: a handler's answer, now or from a future on the database's I/O threads.

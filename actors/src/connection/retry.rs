@@ -150,7 +150,7 @@ impl<C: Clone + 'static> Admitted<C> {
                     Err(_) => break Err(timeout(TimeoutPhase::Acquire)),
                 },
             };
-            // The attempt, under the deadline the slot's watcher keeps (see `slots.rs`).
+            // The attempt, under the deadline the slot's watcher keeps (see `slots/`).
             let outcome = held.within(deadline, attempt(client)).await;
             drop(held);
             let failed = match outcome {

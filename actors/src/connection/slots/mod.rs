@@ -20,26 +20,29 @@
 //! threads or the application's runtime, whichever hosts the pool), and starts again with the
 //! next call if that runtime has gone. It ends when the link is dropped.
 //!
-//! Taking a slot and giving it back is one atomic add on a count of free slots while there is
-//! one to take. Only callers that find none wait in a tokio `Semaphore` (first come, first
-//! served), which a release feeds only while someone waits: tokio's semaphore takes the lock
-//! of its wait queue on every release, and sqlx's pool, which every call goes through next,
-//! already takes its own.
+//! How many calls may be in the slots at once is counted apart, without a lock while a slot
+//! is free (`permits.rs`).
 
 use std::{
     cell::Cell,
     future::Future,
     sync::{
-        atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     task::Poll,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use crossbeam_utils::CachePadded;
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
+
+mod permits;
+mod watcher;
+
+use permits::Permits;
+use watcher::watch;
 
 /// A slot's deadline word: no call in it.
 const FREE: u64 = 0;
@@ -62,15 +65,9 @@ struct Slot {
 /// The pool's slots: how many calls may hold a pooled connection at once, and the deadline of
 /// each call holding one.
 pub(crate) struct Slots {
-    /// Slots free to take, minus the callers waiting for one (each of those owes one). Every
-    /// call writes it: on a line of its own, away from the words below that every call reads.
-    free: CachePadded<AtomicIsize>,
-    /// Where callers that found no free slot wait, first come, first served. Its permits are
-    /// slots a release handed over because the count above was negative (someone waited).
-    /// A waiter that gives up after its slot was handed over finds the permit back there
-    /// (tokio returns a permit assigned to an `Acquire` that is dropped) and gives it back to
-    /// the count (see `Owed`); a permit it cannot find yet, the next waiter takes.
-    queue: Semaphore,
+    /// How many more calls may come in, and the line of those waiting. Every call writes it:
+    /// on a line of its own, away from the words below that every call reads.
+    permits: Permits,
     slots: Box<[CachePadded<Slot>]>,
     base: Instant,
     /// When the watcher looks next, in nanoseconds after `base`; [`NEVER`] while it waits to
@@ -99,8 +96,7 @@ impl Slots {
     pub(crate) fn new(count: usize) -> Self {
         let count = count.max(1);
         Self {
-            free: CachePadded::new(AtomicIsize::new(count as isize)),
-            queue: Semaphore::new(0),
+            permits: Permits::new(count),
             slots: (0..count).map(|_| CachePadded::default()).collect(),
             base: Instant::now(),
             next_look: AtomicU64::new(NEVER),
@@ -113,49 +109,20 @@ impl Slots {
     /// A slot now, if one is free and nobody waits for one: no future, no timer, no lock (the
     /// common case).
     pub(crate) fn try_hold(self: &Arc<Self>) -> Option<Held<'_>> {
-        let mut free = self.free.load(Ordering::Relaxed);
-        while free > 0 {
-            match self.free.compare_exchange_weak(
-                free,
-                free - 1,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some(self.claim()),
-                Err(now) => free = now,
-            }
-        }
-        None
+        self.permits.try_take().then(|| self.claim())
     }
 
     /// Waits for a slot (first come, first served). Dropped while it waits (its deadline ran
     /// out), it gives its place up, or passes on the slot it was just handed.
     pub(crate) async fn hold(self: &Arc<Self>) -> Held<'_> {
-        if self.free.fetch_sub(1, Ordering::Acquire) > 0 {
-            return self.claim();
-        }
-        // Owed a slot: a release hands it over through `queue`.
-        let owed = Owed(self);
-        let handed = self.queue.acquire();
-        handed
-            .await
-            .expect("the slots' queue is never closed")
-            .forget();
-        std::mem::forget(owed);
+        self.permits.take().await;
         self.claim()
-    }
-
-    /// Gives a slot back: to the count, or to the first waiter if someone waits.
-    fn release(&self) {
-        if self.free.fetch_add(1, Ordering::Release) < 0 {
-            self.queue.add_permits(1);
-        }
     }
 
     /// Slots free right now (in the count or handed over to no one yet).
     #[cfg(test)]
     pub(crate) fn available(&self) -> usize {
-        self.free.load(Ordering::SeqCst).max(0) as usize + self.queue.available_permits()
+        self.permits.available()
     }
 
     /// A free slot for a caller the count (or a hand-over) let in: there is always one, since
@@ -294,97 +261,17 @@ impl Drop for Held<'_> {
         slot.deadline.store(FREE, Ordering::Release);
         // Freed before it is given back, so the caller it goes to finds it free.
         slot.busy.store(false, Ordering::Release);
-        self.slots.release();
-    }
-}
-
-/// A waiter's claim on the next slot given back; dropped only if the waiter gives up.
-struct Owed<'a>(&'a Slots);
-
-impl Drop for Owed<'_> {
-    fn drop(&mut self) {
-        let slots = self.0;
-        let mut free = slots.free.load(Ordering::Relaxed);
-        while free < 0 {
-            // Not handed over yet: no longer owed.
-            match slots.free.compare_exchange_weak(
-                free,
-                free + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(now) => free = now,
-            }
-        }
-        // Handed over already: the permit is in `queue` (the dropped `Acquire` gave it back),
-        // where the next waiter would take it. Taken back if it is there, it goes to the count,
-        // so that calls keep the lock-free path.
-        if let Ok(permit) = slots.queue.try_acquire() {
-            permit.forget();
-            slots.release();
-        }
-    }
-}
-
-/// Clears `watching` when the watcher task ends or is dropped (its runtime shut down), so that
-/// the next call starts another.
-struct Watching(Arc<Slots>);
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        self.0.watching.store(false, Ordering::Release);
-    }
-}
-
-/// The watcher: sleeps until the earliest deadline in the slots (or until told of an earlier
-/// one), wakes the calls whose deadline has passed, and goes back to sleep.
-async fn watch(slots: Arc<Slots>) {
-    let alive = Watching(slots);
-    let slots = &*alive.0;
-    let sleep = tokio::time::sleep(Duration::ZERO);
-    let mut sleep = std::pin::pin!(sleep);
-    loop {
-        let nudged = slots.nudge.notified();
-        let mut nudged = std::pin::pin!(nudged);
-        // Registered before the slots are read: a nudge from here on is not lost.
-        nudged.as_mut().enable();
-        if slots.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let mut next = slots.expire(slots.now());
-        // Publish when the next look is, then read the slots again: a call that read the old
-        // value (and so told nobody) wrote its deadline before this read.
-        loop {
-            slots.next_look.store(next, Ordering::SeqCst);
-            let again = slots.expire(slots.now());
-            if again >= next {
-                break;
-            }
-            next = again;
-        }
-        if next == NEVER {
-            nudged.await;
-            continue;
-        }
-        let at = slots.base + Duration::from_nanos(next);
-        sleep.as_mut().reset(tokio::time::Instant::from_std(at));
-        std::future::poll_fn(|cx| {
-            if sleep.as_mut().poll(cx).is_ready() || nudged.as_mut().poll(cx).is_ready() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        self.slots.permits.give_back();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    fn runtime() -> tokio::runtime::Runtime {
+    pub(super) fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -498,121 +385,6 @@ mod tests {
             }
         });
         assert_eq!(slots.available(), 3);
-    }
-
-    /// Polls `fut` once, without a runtime: whether it is still waiting.
-    fn pending<F: Future + Unpin>(fut: &mut F) -> bool {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        std::pin::Pin::new(fut).poll(&mut cx).is_pending()
-    }
-
-    #[test]
-    fn waiters_are_served_in_order_and_one_that_gives_up_loses_no_slot() {
-        let slots = Arc::new(Slots::new(1));
-
-        // Gives up before a slot was handed over (its place in line is withdrawn), or just
-        // after one was (the slot goes back to the count): either way the next call takes the
-        // slot without waiting.
-        for handed_over in [false, true] {
-            let held = slots.try_hold().unwrap();
-            let mut waiter = Box::pin(slots.hold());
-            assert!(pending(&mut waiter));
-            if handed_over {
-                drop(held);
-                drop(waiter);
-            } else {
-                drop(waiter);
-                drop(held);
-            }
-            assert_eq!(slots.available(), 1, "handed over: {handed_over}");
-            let again = slots.try_hold();
-            assert!(
-                again.is_some(),
-                "back in the count (handed over: {handed_over})"
-            );
-        }
-
-        // First come, first served; no one jumps the line while someone waits.
-        let held = slots.try_hold().unwrap();
-        let mut first = Box::pin(slots.hold());
-        let mut second = Box::pin(slots.hold());
-        assert!(pending(&mut first) && pending(&mut second));
-        drop(held);
-        assert!(slots.try_hold().is_none(), "the slot is the first waiter's");
-        assert!(pending(&mut second));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let Poll::Ready(held) = first.as_mut().poll(&mut cx) else {
-            panic!("the first waiter has the slot")
-        };
-        drop(held);
-        let Poll::Ready(held) = second.as_mut().poll(&mut cx) else {
-            panic!("then the second")
-        };
-        drop(held);
-        assert_eq!(slots.available(), 1);
-        assert!(slots.try_hold().is_some());
-    }
-
-    #[test]
-    fn callers_that_give_up_at_random_never_let_more_in_than_there_are_slots() {
-        use rand::Rng;
-
-        const SLOTS: usize = 3;
-        let rt = runtime();
-        let slots = Arc::new(Slots::new(SLOTS));
-        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let gave_up = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..16)
-                .map(|_| {
-                    let (slots, inside) = (slots.clone(), inside.clone());
-                    let (served, gave_up) = (served.clone(), gave_up.clone());
-                    tokio::spawn(async move {
-                        for _ in 0..300 {
-                            let wait = Duration::from_micros(rand::rng().random_range(0..300));
-                            let held = match slots.try_hold() {
-                                Some(held) => held,
-                                None => match tokio::time::timeout(wait, slots.hold()).await {
-                                    Ok(held) => held,
-                                    Err(_) => {
-                                        gave_up.fetch_add(1, Ordering::Relaxed);
-                                        continue;
-                                    }
-                                },
-                            };
-                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                            assert!(now <= SLOTS, "{now} callers in {SLOTS} slots");
-                            tokio::task::yield_now().await;
-                            inside.fetch_sub(1, Ordering::SeqCst);
-                            served.fetch_add(1, Ordering::Relaxed);
-                            drop(held);
-                        }
-                    })
-                })
-                .collect();
-            let all = async {
-                for t in tasks {
-                    t.await.unwrap();
-                }
-            };
-            // A slot lost (or let in twice, which `claim` would spin on) hangs the callers.
-            tokio::time::timeout(Duration::from_secs(60), all)
-                .await
-                .expect("every caller finished");
-        });
-        let (served, gave_up) = (
-            served.load(Ordering::Relaxed),
-            gave_up.load(Ordering::Relaxed),
-        );
-        assert!(
-            served > 0 && gave_up > 0,
-            "served {served}, gave up {gave_up}"
-        );
-        // Every slot is back, and in the count (the lock-free path), not left in the queue.
-        assert_eq!(slots.available(), SLOTS);
-        let all: Vec<_> = (0..SLOTS).map(|_| slots.try_hold()).collect();
-        assert!(all.iter().all(Option::is_some), "{SLOTS} slots at once");
     }
 
     #[test]
