@@ -8,7 +8,7 @@
 //! added to the pool used directly, most of it the two workers contending for that lock
 //! (`scripts/bench sql`, perf).
 //!
-//! A call already holds one of the pool's slots while it runs (the semaphore bounds calls to
+//! A call already holds one of the pool's slots while it runs (`permits.rs` bounds calls to
 //! the pool's size), so the slot is where its deadline goes: the call writes it into a cache
 //! line of its own, and one watcher task, asleep until the earliest deadline written, wakes the
 //! calls whose deadline has passed. Calls with the same `query_timeout` get their deadlines in
