@@ -218,7 +218,7 @@ impl PgDriver {
             })
             // A `WithPool` closure can leave anything on a session (a `BEGIN`, a `SET`): while
             // one may be running, every connection released is reset, or closed if that fails.
-            // Calls warden runs itself never need it (see `statement.rs`), so it costs nothing
+            // Calls warden runs itself never need it (see `statement/`), so it costs nothing
             // unless `WithPool` is in use.
             .after_release({
                 let untrusted = self.untrusted.clone();

@@ -198,7 +198,7 @@ impl<T: Send + 'static> actix::Handler<WithTransaction<T>> for PostgresActor {
 
 /// Runs one attempt of a statement and converts its rows. A statement that would leave its
 /// session changed is refused before anything is sent, and one that may have changed it has
-/// its session reset before the connection goes back to the pool (see `statement.rs`). The
+/// its session reset before the connection goes back to the pool (see `statement/`). The
 /// connection is acquired first, so that a failure to get one (nothing sent yet) can be told
 /// from a failure mid-statement.
 async fn execute(client: PgClient, sql: &Sql) -> Result<Rows, Failed> {

@@ -19,7 +19,8 @@
 //! - `messages.rs`: [`Sql`] and [`WithPool`], how a call starts once admitted, and the handlers.
 //! - `transaction.rs`: [`Transaction`](crate::Transaction) and
 //!   [`WithTransaction`](crate::WithTransaction).
-//! - `statement.rs`: what a statement would leave on a pooled session; `session.rs`: the reset.
+//! - `statement/`: what a statement would leave on a pooled session (its lexing in
+//!   `lexer.rs`); `session.rs`: the reset.
 //! - `driver.rs`: connect, probe and close; the pool and its trust rules.
 //! - `migrate.rs`: the embedded migrations.
 //! - `rows.rs`: parameters to PostgreSQL types and rows to JSON.

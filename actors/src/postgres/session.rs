@@ -4,7 +4,7 @@
 //! (what `DISCARD ALL` undoes, except deallocating prepared statements, which would pull the
 //! rug from under sqlx's statement cache). It costs one round trip, two when a transaction was
 //! left open, so it runs only where it is needed: after a statement that may have changed the
-//! session (see `statement.rs`), after a `WithTransaction` closure, and for connections
+//! session (see `statement/`), after a `WithTransaction` closure, and for connections
 //! released while a [`WithPool`](crate::WithPool) closure may hold them ([`Untrusted`]), since
 //! such a closure can run anything on the pool.
 

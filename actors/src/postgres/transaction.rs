@@ -3,7 +3,7 @@
 //! for code that branches between statements).
 //!
 //! warden begins and commits; the caller's statements never see transaction control (it is
-//! refused, see `statement.rs`). So a failure is placed exactly:
+//! refused, see `statement/`). So a failure is placed exactly:
 //! - before `COMMIT` was sent, the transaction is rolled back (explicitly, or by the server when
 //!   the connection dies): nothing happened;
 //! - `COMMIT` answered with an error: the server rolled back;
