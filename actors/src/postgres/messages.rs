@@ -10,7 +10,8 @@ use sqlx::PgPool;
 
 use super::PostgresActor;
 use super::{
-    driver::{PgClient, PgDriver},
+    client::PgClient,
+    driver::PgDriver,
     rows::{bind, row_to_json},
 };
 use crate::rows::Rows;

@@ -21,11 +21,13 @@
 //!   [`WithTransaction`](crate::WithTransaction).
 //! - `statement/`: what a statement would leave on a pooled session (its lexing in
 //!   `lexer.rs`); `session.rs`: the reset.
-//! - `driver.rs`: connect, probe and close; the pool and its trust rules.
+//! - `driver.rs`: connect, probe and close; the pool and its trust rules. `client.rs`: what
+//!   calls get from it.
 //! - `migrate.rs`: the embedded migrations.
 //! - `rows.rs`: parameters to PostgreSQL types and rows to JSON.
 //! - `errors.rs`: sqlx errors and SQLSTATEs to [`WardenError`](crate::WardenError).
 
+mod client;
 mod driver;
 pub(crate) mod errors;
 pub(crate) mod messages;
@@ -36,7 +38,8 @@ pub(crate) mod statement;
 pub mod transaction;
 
 pub use crate::rows::Rows;
-pub use driver::{PgClient, PgDriver, PgProbe, ALIVE_BYPASS};
+pub use client::PgClient;
+pub use driver::{PgDriver, PgProbe, ALIVE_BYPASS};
 pub use messages::{Sql, WithPool};
 pub use migrate::run_migrations;
 
