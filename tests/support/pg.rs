@@ -192,7 +192,11 @@ impl PgServer {
         let pid_file = self.data().join("postmaster.pid");
         let pid = std::fs::read_to_string(&pid_file).expect("postmaster.pid");
         let pid = pid.lines().next().expect("pid line").trim().to_owned();
-        // Backends first-hand: orphaned backends would keep the shared memory busy.
+        // Its children first-hand: orphaned ones would keep the shared memory busy, and a
+        // restart would fail. The postmaster is stopped before they are killed: running, it
+        // answers a child's death by starting crash recovery, with children of its own that
+        // the kill of their parent would leave orphaned.
+        let _ = Command::new("kill").args(["-STOP", &pid]).status();
         let _ = Command::new("pkill").args(["-9", "-P", &pid]).status();
         let _ = Command::new("kill").args(["-9", &pid]).status();
         for _ in 0..200 {
@@ -201,7 +205,6 @@ impl PgServer {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = Command::new("pkill").args(["-9", "-P", &pid]).status();
     }
 
     /// `pg_ctl restart -m fast`: the server ends every session with 57P01 (admin_shutdown),
