@@ -71,7 +71,7 @@ impl PgShared {
     /// call, which its caller boxes (18 KB per `Sql` call before this was a plain function,
     /// most of it never touched, but allocated, and a cache's worth of lines for the allocator
     /// to hand out each time). So it is boxed here, where it is created, by a plain function:
-    /// no future of warden's has it in its type, and the call future stays about 1.2 KB.
+    /// no future of warden's has it in its type, and an `Sql` call's future stays under 1 KB.
     /// `Box::pin(self.pool.acquire())` would build the 8.6 KB future on the stack and copy it
     /// into the box on every call (a memcpy counter preloaded into `scripts/bench sql` saw one
     /// 8,656-byte copy per call); the box is allocated first and the future written into it.
