@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 use sqlx::{
-    postgres::{PgArguments, PgRow, PgTypeInfo},
+    postgres::{PgArguments, PgRow, PgTypeInfo, PgValueRef},
     query::Query,
     Column, Postgres, Row, TypeInfo, ValueRef,
 };
@@ -80,7 +80,7 @@ fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
         "OID" => Value::from(decode::<sqlx::postgres::types::Oid>(raw, i)?.0),
         "FLOAT4" => float(decode::<f32>(raw, i)?.into()),
         "FLOAT8" => float(decode::<f64>(raw, i)?),
-        "NUMERIC" => Value::String(numeric_text(row, i)?),
+        "NUMERIC" => Value::String(numeric_text(raw, i)?),
         "VOID" => Value::Null,
         "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => {
             Value::String(decode(raw, i)?)
@@ -116,7 +116,7 @@ fn column_to_json(row: &PgRow, i: usize) -> Result<Value, sqlx::Error> {
 /// One value decoded from its raw bytes, as `try_get_unchecked` would, without fetching the
 /// raw value (and cloning its type) a second time.
 fn decode<'r, T: sqlx::Decode<'r, Postgres>>(
-    raw: sqlx::postgres::PgValueRef<'r>,
+    raw: PgValueRef<'r>,
     i: usize,
 ) -> Result<T, sqlx::Error> {
     T::decode(raw).map_err(|source| sqlx::Error::ColumnDecode {
@@ -125,11 +125,11 @@ fn decode<'r, T: sqlx::Decode<'r, Postgres>>(
     })
 }
 
-/// A numeric as PostgreSQL prints it. The decoded value loses the display scale (`10.50`
-/// would print as `10.5000`), so the scale is read from the binary header (ndigits, weight,
-/// sign, dscale: four big-endian i16s) and applied.
-fn numeric_text(row: &PgRow, i: usize) -> Result<String, sqlx::Error> {
-    let raw = row.try_get_raw(i)?;
+/// A numeric as PostgreSQL prints it, from the one raw value like every other column. The
+/// decoded value loses the display scale (`10.50` would print as `10.5000`), so the scale is
+/// read from the binary header (ndigits, weight, sign, dscale: four big-endian i16s) and
+/// applied.
+fn numeric_text(raw: PgValueRef<'_>, i: usize) -> Result<String, sqlx::Error> {
     let bytes = raw.as_bytes().map_err(sqlx::Error::Decode)?;
     // sign 0xC000 is NaN, which BigDecimal cannot hold.
     if bytes.len() >= 6 && bytes[4..6] == [0xC0, 0x00] {
@@ -139,7 +139,7 @@ fn numeric_text(row: &PgRow, i: usize) -> Result<String, sqlx::Error> {
         .get(6..8)
         .map(|b| i64::from(i16::from_be_bytes([b[0], b[1]])))
         .unwrap_or(0);
-    let value = row.try_get::<sqlx::types::BigDecimal, _>(i)?;
+    let value = decode::<sqlx::types::BigDecimal>(raw, i)?;
     Ok(value.with_scale(dscale).to_string())
 }
 
